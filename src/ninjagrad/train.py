@@ -252,6 +252,11 @@ class Run:
             self.losses.append(loss)
             self.step = i + 1
             if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.sync()
+                if not all(torch.isfinite(p).all() for p in self.model.params.values()):
+                    raise TrainingStopped(f"step {self.step}: a parameter is no longer finite; stopping (try a "
+                                          f"smaller --lr). The last good checkpoint, at step {self.saved_step}, "
+                                          f"is in {self.out}")
                 self.save()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 tr, va = self.evaluate()
