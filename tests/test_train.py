@@ -1,4 +1,6 @@
 """The run folder, checkpoints, resume after a kill, and the errors people meet."""
+import contextlib
+import io
 import json
 import os
 import signal
@@ -10,12 +12,16 @@ import pytest
 import torch
 
 from ninjagrad.checkpoint import load_checkpoint
+from ninjagrad.cli import main
 from ninjagrad.errors import UsageError
 
 
-def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "ninjagrad", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+def cli(*args):
+    """Run the CLI in this process (a subprocess per call would spend seconds importing torch)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def small_run_args(words, out, steps=600, **extra):

@@ -223,7 +223,7 @@ class Run:
         self.sync()
         _, grads = self.engine.loss_and_grads(ix)
         _, ref = autograd_loss_and_grads(self.model, self.Xtr[ix], self.Ytr[ix])
-        bad = grads_disagree(grads, ref, self.model.params["W1"].dtype)
+        bad = grads_disagree(grads, ref, next(iter(self.model.params.values())).dtype)
         if bad is not None:
             name, diff = bad
             raise TrainingStopped(
@@ -270,6 +270,11 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # starting, resuming and finishing a run
 
+def block_size_of(cfg: TrainConfig) -> int:
+    """The context length: set in the model config, else the model's default."""
+    return int(cfg.model_config.get("block_size", MODELS[cfg.model][1]().block_size))
+
+
 def new_out_dir(out: str | None) -> Path:
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if path.exists() and not path.is_dir():
@@ -287,7 +292,7 @@ def new_out_dir(out: str | None) -> Path:
 def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
     cfg.validate()
     words, source = load_corpus(cfg.data, cfg.year)
-    splits = make_splits(words, int(cfg.model_config.get("block_size", 3)), source)
+    splits = make_splits(words, block_size_of(cfg), source)
     path = new_out_dir(out)
     run = Run(cfg, path, splits, source, console)
     config = {"train": asdict(cfg), "model": run.model.config.to_dict(), "vocab": "".join(splits.vocab.itos),
@@ -306,7 +311,7 @@ def resume_run(run_dir: str, console=None) -> Run:
         raise UsageError(f"{path}: checkpoint settings unreadable ({e})") from None
     cfg.validate()
     words, source = load_corpus(cfg.data, cfg.year)
-    splits = make_splits(words, int(cfg.model_config.get("block_size", 3)), source)
+    splits = make_splits(words, block_size_of(cfg), source)
     if list(splits.vocab.itos) != list(payload["vocab"]):
         raise UsageError(f"{path}: the corpus {source} no longer gives the vocabulary this run was trained on")
     run = Run(cfg, path, splits, source, console)
