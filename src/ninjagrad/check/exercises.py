@@ -1,0 +1,89 @@
+"""Exercises are data: one folder each under ninjagrad/exercises, read from here.
+
+A folder holds exercise.json (id, title, model settings, what is judged), forward.py (the
+straight-line forward script), template.py, solution.py, hints.md and derivations.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UsageError
+
+TEMPLATE_TAG = re.compile(r"^#\s*ninjagrad exercise (\d+)\b", re.MULTILINE)
+
+
+@dataclass
+class Exercise:
+    id: int
+    title: str
+    folder: str  # folder name inside ninjagrad/exercises
+    kind: str  # "statements": top-level d<name> variables; "function": a backward(...) returning grads
+    model: str  # which model's init the parameters come from
+    config: dict  # that model's config fields (vocab_size comes from the data)
+    batch_size: int
+    output: str = "loss"  # the scalar the forward script ends with
+    judge: list[str] | None = None  # nodes to judge; None: every node of the forward script
+    given: list[str] = field(default_factory=list)  # nodes whose reference gradient the namespace provides
+    function: str = "backward"  # for kind "function": the function the file defines
+    seed: int = 2147483647  # the lecture's generator seed: init, then the minibatch
+
+    def read(self, filename: str) -> str:
+        return (resources.files("ninjagrad") / "exercises" / self.folder / filename).read_text(encoding="utf-8")
+
+    def path(self, filename: str) -> str:
+        """A readable name for messages (the package-relative path)."""
+        return f"ninjagrad/exercises/{self.folder}/{filename}"
+
+
+@lru_cache(maxsize=None)
+def all_exercises() -> dict[int, Exercise]:
+    root = resources.files("ninjagrad") / "exercises"
+    found = {}
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        meta = entry / "exercise.json"
+        if not entry.is_dir() or not meta.is_file():
+            continue
+        d = json.loads(meta.read_text(encoding="utf-8"))
+        ex = Exercise(folder=entry.name, **d)
+        found[ex.id] = ex
+    return found
+
+
+def get_exercise(number: int) -> Exercise:
+    exercises = all_exercises()
+    if number not in exercises:
+        raise UsageError(f"--exercise {number}: no such exercise; choose one of "
+                         f"{', '.join(str(i) for i in exercises)} (see `ninjagrad exercise --list`)")
+    return exercises[number]
+
+
+def exercise_of_file(path: str | Path, source: str) -> int | None:
+    """The id a template carries in its first lines (`# ninjagrad exercise N`)."""
+    m = TEMPLATE_TAG.search(source[:2000])
+    return int(m.group(1)) if m else None
+
+
+def sections(markdown: str) -> dict[str, str]:
+    """`## name` sections of a markdown file, by name (several names may share one: `## a, b`)."""
+    out: dict[str, str] = {}
+    current: list[str] = []
+    lines: list[str] = []
+
+    def flush():
+        for name in current:
+            out[name] = "\n".join(lines).strip()
+
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            flush()
+            current = [s.strip() for s in line[3:].split(",")]
+            lines = []
+        elif current:
+            lines.append(line)
+    flush()
+    return out

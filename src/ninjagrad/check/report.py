@@ -1,0 +1,101 @@
+"""Render a check report: a rich table per file and a summary line (or the JSON as it is)."""
+from __future__ import annotations
+
+import json
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+
+STYLE = {"exact": "bold green", "rounding": "green", "wrong": "bold red", "shape": "bold red",
+         "missing": "yellow", "error": "bold magenta"}
+
+
+def fmt(x, spec=".2g"):
+    if x is None:
+        return ""
+    return x if isinstance(x, str) else format(x, spec)  # "inf" and "nan" arrive as strings from JSON
+
+
+def plain_str(p: dict | None) -> str:
+    """The lecture's cmp line, compressed: exact / approximate / maxdiff of the run without teacher forcing."""
+    if not p or p.get("exact") is None:
+        return "-"
+    return f"{'T' if p['exact'] else 'F'} / {'T' if p['approximate'] else 'F'} / {fmt(p['maxdiff'], '.1e')}"
+
+
+def note_str(r: dict) -> str:
+    d = r.get("diagnosis")
+    if d:
+        return f"[bold]{d['kind']}[/]: {d['message']}"
+    return r.get("note") or ""
+
+
+def render(report: dict, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    env = report.get("environment", {})
+    title = f"{report['file']}: exercise {report['exercise']}"
+    t = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    t.add_column("gradient", style="bold", no_wrap=True)
+    t.add_column("shape", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    t.add_column("maxdiff", justify="right", no_wrap=True)
+    t.add_column("ulps", justify="right", no_wrap=True)
+    t.add_column("cmp (plain run)\nexact/approx/maxdiff", no_wrap=True)
+    t.add_column("note", overflow="fold", ratio=1)
+    for r in report["results"]:
+        v = r["verdict"]
+        line = f" (line {r['line']})" if r.get("line") and v not in ("exact", "rounding") else ""
+        t.add_row("d" + r["name"], shape_str(r["shape"]), f"[{STYLE[v]}]{v}[/]{line}",
+                  fmt(r["maxdiff"]), fmt(r["ulps"], "d"), plain_str(r["plain"]),
+                  note_str({**r, "note": escape(r["note"]) if r.get("note") else None,
+                            "diagnosis": ({**r["diagnosis"], "message": escape(r["diagnosis"]["message"])}
+                                          if r.get("diagnosis") else None)}))
+    console.print(t)
+    for p in report.get("problems", []):
+        console.print(f"[magenta]line {p['line']}[/]: {escape(p['message'])} (assigns no gradient; ignored)")
+    s = report["summary"]
+    style = "bold green" if s["ok"] else "bold red"
+    console.print(f"[{style}]{escape(s['text'])}[/] ({s['total']} gradients; torch {env.get('torch')}, "
+                  f"{env.get('device')}, {env.get('dtype')}, data: {escape(str(env.get('data')))}, seed {env.get('seed')})")
+    if s.get("plain_not_exact"):
+        console.print(f"without teacher forcing, the lecture's cmp would print exact: False for "
+                      f"{s['plain_not_exact']} of them: one mismatch upstream changes every gradient below it.")
+    if env.get("solution_not_exact"):
+        console.print(f"on this platform the package's own solution is not bit-exact for "
+                      f"{', '.join('d' + x for x in env['solution_not_exact'])}: there, 'rounding' is the best "
+                      "possible verdict.")
+
+
+def render_failure(item: dict, console) -> None:
+    """A file that could not be judged: usage error, time limit, crash."""
+    from rich.markup import escape
+
+    console.print(f"[bold magenta]{escape(item['file'])}[/]: {escape(item['error'])}")
+
+
+def as_json_line(item: dict) -> str:
+    return json.dumps(item, allow_nan=False, default=str) if _finite(item) else json.dumps(_clean(item))
+
+
+def _finite(x) -> bool:
+    if isinstance(x, float):
+        return x == x and x not in (float("inf"), float("-inf"))
+    if isinstance(x, dict):
+        return all(_finite(v) for v in x.values())
+    if isinstance(x, list):
+        return all(_finite(v) for v in x)
+    return True
+
+
+def _clean(x):
+    """JSON has no inf or nan: write them as strings."""
+    if isinstance(x, float) and not _finite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x

@@ -1,0 +1,130 @@
+"""Verdicts: exact, rounding, wrong, shape, missing, error.
+
+exact     bitwise equal to autograd.
+rounding  not bitwise equal, but the same statements on float64 inputs (float64 upstream gradients)
+          agree with float64 autograd to <= 1e-10 of the gradient's scale: the math is right, only
+          float32 rounding differs. The float32 distance is given in ULPs.
+wrong     the math is wrong; a diagnosis names how.
+shape     the shape differs from the forward value's.
+missing   never assigned, or still `...`.
+error     the statement that assigns it raised (line and message given).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .diagnose import CLOSE, Diagnosis, diagnose_shape, diagnose_values, shape_str
+
+ROUNDING_RTOL = 1e-10  # float64 agreement that makes a float32 mismatch "rounding"
+FLOAT32_RTOL = 1e-5  # when the statements cannot run in float64: float32 agreement, ~100 ulps of the scale
+FLOAT32_CLOSE = 1e-4  # and the diagnosis's notion of "equal" then
+OK = ("exact", "rounding")
+
+
+@dataclass
+class Result:
+    name: str  # the forward variable's name ("C", "hpreact"); the gradient is d<name>
+    shape: tuple
+    verdict: str
+    maxdiff: float | None = None  # max |mine - autograd| in the checked dtype
+    ulps: int | None = None  # max distance in units in the last place (same shape only)
+    diagnosis: Diagnosis | None = None
+    note: str | None = None  # line and message of an error, a platform remark, ...
+    line: int | None = None  # where it was judged (its last assignment)
+    plain: dict | None = None  # what the lecture's cmp would print without teacher forcing
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "verdict": self.verdict, "maxdiff": self.maxdiff,
+                "ulps": self.ulps, "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+                "note": self.note, "line": self.line, "plain": self.plain}
+
+
+def ordered(x: torch.Tensor) -> torch.Tensor:
+    """Float bits as integers that count ULPs: adjacent floats differ by 1, -0 == +0."""
+    itype = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+             torch.bfloat16: torch.int16}[x.dtype]
+    i = x.contiguous().view(itype).to(torch.int64)
+    low = torch.iinfo(itype).min
+    return torch.where(i < 0, low - i, i)
+
+
+def ulps(a: torch.Tensor, b: torch.Tensor) -> int:
+    if a.numel() == 0:
+        return 0
+    return int((ordered(a) - ordered(b)).abs().max().item())
+
+
+def plain_cmp(mine, ref: torch.Tensor) -> dict:
+    """The lecture's cmp: exact = all(dt == t.grad), approximate = allclose, maxdiff; broadcasting included."""
+    if not torch.is_tensor(mine):
+        return {"exact": None, "approximate": None, "maxdiff": None}
+    try:
+        return {"exact": bool((mine == ref).all().item()), "approximate": bool(torch.allclose(mine.to(ref.dtype), ref)),
+                "maxdiff": float((mine - ref).abs().max().item())}
+    except RuntimeError:  # shapes that do not even broadcast: the notebook's cmp would raise
+        return {"exact": None, "approximate": None, "maxdiff": None}
+
+
+def platform_note(edges: list, version: str, device: str, local: bool) -> str:
+    """Why a right answer is not bit-exact: the package's own solution gets the very same bits."""
+    if local and len(edges) == 1:  # teacher forcing keeps the difference local: it is this op's backward kernel
+        return (f"bitwise equal to the natural formula (the package's solution gives the same bits); autograd's "
+                f"backward of `{edges[0].source.split('#')[0].strip()}` rounds differently on this platform "
+                f"(torch {version}, {device})")
+    return f"bitwise equal to the package's own solution on this platform (torch {version}, {device})"
+
+
+def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, scale: float, n: int,
+          edges: list, solution32=None, forced: bool = True) -> Result:
+    """Compare one gradient with autograd's and decide its verdict (and diagnosis when wrong).
+
+    `forced`: the upstream gradients were autograd's (teacher forcing), so a difference is local."""
+    shape = tuple(ref32.shape)
+    if mine32 is Ellipsis or mine32 is None:
+        return Result(name, shape, "missing", note=f"d{name} is still `...`" if mine32 is Ellipsis else None)
+    if not torch.is_tensor(mine32):
+        return Result(name, shape, "wrong", diagnosis=Diagnosis(
+            "other", f"d{name} is a {type(mine32).__name__}, not a tensor"))
+    if not mine32.is_floating_point():
+        return Result(name, shape, "wrong", diagnosis=Diagnosis(
+            "other", f"d{name} has dtype {str(mine32.dtype).replace('torch.', '')}; a gradient is floating point"))
+    # the float64 re-run counts only if it really ran in float64 (`.float()` in the code pins float32)
+    in64 = torch.is_tensor(mine64) and mine64.shape == mine32.shape and mine64.dtype == torch.float64
+    m64 = mine64 if in64 else mine32.double()
+    tol = CLOSE if in64 else FLOAT32_CLOSE
+    if tuple(mine32.shape) != shape:
+        return Result(name, shape, "shape", diagnosis=diagnose_shape(name, m64.double(), ref64, scale, tol),
+                      note=f"shape {shape_str(mine32.shape)}")
+    if mine32.device != ref32.device:
+        mine32, m64 = mine32.to(ref32.device), m64.to(ref32.device)
+    maxdiff = float((mine32.double() - ref32.double()).abs().max().item()) if mine32.numel() else 0.0
+    if mine32.dtype != ref32.dtype:
+        return Result(name, shape, "wrong", maxdiff=maxdiff, diagnosis=Diagnosis(
+            "other", f"d{name} has dtype {str(mine32.dtype).replace('torch.', '')} where autograd's gradient is "
+                     f"{str(ref32.dtype).replace('torch.', '')}; do not change the dtype (drop .double()/dtype=)"))
+    if torch.equal(mine32, ref32):
+        return Result(name, shape, "exact", maxdiff=0.0, ulps=0)
+    u = ulps(mine32, ref32)
+    if not torch.isfinite(mine32).all():
+        return Result(name, shape, "wrong", maxdiff=maxdiff, ulps=None,
+                      diagnosis=diagnose_values(name, m64.double(), ref64, scale, n, edges, tol))
+    note = None
+    rel = (m64.to(ref64.device) - ref64).abs().max().item() / scale
+    if in64:
+        agrees = rel <= ROUNDING_RTOL
+    else:  # the code pins float32 (`.float()`, dtype=): only a float32 judgement is possible
+        agrees = rel <= FLOAT32_RTOL
+        note = ("judged in float32 only (tolerance 1e-5 of the scale): these statements do not run on "
+                "float64 inputs (`.float()` or dtype=float32?); use .to(x.dtype) or .type_as(x)")
+    if agrees:
+        if solution32 is not None and torch.is_tensor(solution32) and torch.equal(mine32, solution32):
+            note = platform_note(edges, torch.__version__, ref32.device.type, forced)
+        tiny = [e for e in edges if e.contribution.abs().max().item() <= 1e-10 * scale] if len(edges) > 1 else []
+        if tiny and note is None:
+            note = ("mathematically equivalent: " + " and ".join(e.describe() for e in tiny)
+                    + " carries zero gradient up to rounding, so keeping or dropping it changes only rounding")
+        return Result(name, shape, "rounding", maxdiff=maxdiff, ulps=u, note=note)
+    return Result(name, shape, "wrong", maxdiff=maxdiff, ulps=u,
+                  diagnosis=diagnose_values(name, m64.double(), ref64, scale, n, edges, tol), note=note)

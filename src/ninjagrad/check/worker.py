@@ -1,0 +1,135 @@
+"""Judge one file in a child process: `python -m ninjagrad.check.worker RESULT FILE [options]`.
+
+Running a learner's file means executing their code. The parent (`ninjagrad check`) starts one child
+per file under a time and memory limit, so an infinite loop, a crash or a runaway allocation in one
+file is reported for that file and never stops the others. The child writes its report as JSON to
+RESULT (not to stdout, which the learner's code may print to).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from ..errors import UsageError
+
+
+def limit_memory(megabytes: int):
+    """Runs in the child before exec: cap its address space."""
+    def apply():
+        if megabytes > 0:
+            limit = megabytes * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+STARTUP_ALLOWANCE = 180.0  # seconds for importing torch and preparing the batch, on a busy machine
+
+
+def run_isolated(path: str, exercise: int | None, seed: int | None, device: str, data: str | None,
+                 timeout: float, memory_mb: int) -> dict:
+    """Check `path` in a child process; a report, or {"file", "error", "exit"} when it could not be judged.
+
+    The child enforces `timeout` on the learner's code itself (after torch is imported and the batch
+    traced); the parent kills it only if it does not answer within timeout + STARTUP_ALLOWANCE.
+    """
+    with tempfile.TemporaryDirectory(prefix="ninjagrad-check-") as tmp:
+        result = os.path.join(tmp, "result.json")
+        cmd = [sys.executable, "-m", "ninjagrad.check.worker", result, path, "--device", device,
+               "--timeout", str(timeout)]
+        if exercise is not None:
+            cmd += ["--exercise", str(exercise)]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        if data is not None:
+            cmd += ["--data", data]
+        # CUDA reserves far more address space than it uses: cap memory on the CPU only
+        mem = memory_mb if device == "cpu" else 0
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=timeout + STARTUP_ALLOWANCE, preexec_fn=limit_memory(mem))
+        except subprocess.TimeoutExpired:
+            return {"file": path, "exit": 1,
+                    "error": f"no answer after {timeout + STARTUP_ALLOWANCE:g} s (stuck outside Python code?); killed"}
+        seconds = time.perf_counter() - t0
+        if os.path.exists(result):
+            with open(result, encoding="utf-8") as f:
+                out = json.load(f)
+            if "usage_error" in out:
+                return {"file": path, "exit": 2, "error": out["usage_error"]}
+            if "time_limit" in out:
+                where = f" in line {out['line']}" if out.get("line") else ""
+                return {"file": path, "exit": 1,
+                        "error": f"stopped after the time limit of {timeout:g} s{where} (an infinite loop?); "
+                                 "raise it with --timeout"}
+            out["seconds"] = seconds
+            return out
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = err[-1] if err else ""
+        if proc.returncode < 0:
+            why = f"killed by signal {-proc.returncode}"
+        else:
+            why = f"exit status {proc.returncode}"
+        if "MemoryError" in last or "memory" in last.lower():
+            why += f" (memory limit of {memory_mb} MB; raise it with --memory-mb)"
+        return {"file": path, "exit": 1, "error": f"the check crashed: {why}" + (f": {last}" if last else "")}
+
+
+class TimeLimit(BaseException):
+    """Raised by the alarm inside the learner's code; a BaseException so that the runner, which turns
+    every Exception of the learner's into an `error` verdict, lets it through."""
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ninjagrad.check.worker")
+    p.add_argument("result")
+    p.add_argument("file")
+    p.add_argument("--exercise", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data")
+    p.add_argument("--timeout", type=float, default=60.0)
+    a = p.parse_args(argv)
+    import torch
+
+    # the checker's tensors are tiny: one thread is fastest, and files checked side by side do not fight
+    torch.set_num_threads(1)
+    from .core import check_source, prepare
+    from .files import precheck, read_source
+    from .report import _clean
+    from .runner import error_line
+
+    def on_alarm(signum, frame):
+        raise TimeLimit()
+
+    try:
+        exercise = precheck(a.file, a.exercise)
+        ctx = prepare(exercise, a.seed, a.device, a.data)
+        source = read_source(a.file)
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, a.timeout)  # the learner's code runs from here on
+        try:
+            out = check_source(a.file, source, ctx)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except UsageError as e:
+        out = {"usage_error": str(e)}
+    except TimeLimit as e:
+        out = {"time_limit": a.timeout, "line": error_line(e, a.file, 0) or None}
+    tmp = a.result + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_clean(out), f)
+    os.replace(tmp, a.result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""A learner's backward(...) function (exercise 4) as a training engine.
+
+Each step runs exercise 4's forward script (the lecture's forward, every intermediate named) on the
+minibatch, then calls the learner's `backward` with the forward values it asks for by parameter name.
+`diagnose(ix)` holds one step to autograd with the grader's verdicts; train.py calls it at step 0
+and every --verify-every steps and stops with its message when a gradient is wrong.
+"""
+from __future__ import annotations
+
+import builtins
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from .base import Engine
+
+EXERCISE = 4
+EXTRA_NAMES = ("torch", "F", "n", "batch_size", "Xb", "Yb", "vocab_size", "n_embd", "n_hidden", "block_size")
+
+
+class UserEngine(Engine):
+    name = "user"
+
+    def __init__(self, model, Xtr, Ytr, optimizer=None, path: str | None = None):
+        super().__init__(model, Xtr, Ytr, optimizer)
+        from ..check.exercises import get_exercise
+        from ..check.runner import define_function, parse_learner, read_source
+        from ..check.trace import parse_forward
+
+        if path is None:
+            raise UsageError("--backward FILE: give the file that defines backward(...) (`ninjagrad exercise 4`)")
+        self.path = path
+        self.ex = get_exercise(EXERCISE)
+        self.statements = parse_forward(self.ex.read("forward.py"), self.ex.path("forward.py"))
+        self.lf = parse_learner(path, read_source(path))
+        self.fn, err = define_function(self.lf, self.ex.function, torch.get_default_dtype())
+        if err is not None:
+            raise UsageError(f"{path}:{err[0]}: {err[1]}")
+        if not all(hasattr(model.config, k) for k in ("vocab_size", "n_embd", "n_hidden", "block_size")):
+            raise UsageError("--backward: exercise 4's forward is the lecture's MLP; use --model mlp")
+        known = set(model.params) | set(EXTRA_NAMES) | set(dir(builtins))
+        needed = {x for st in self.statements for x in st.reads} - {st.target for st in self.statements}
+        if needed - known:
+            raise UsageError(f"--backward: exercise 4's forward needs {', '.join(sorted(needed - known))}, which "
+                             f"the {model.name} model does not have; use --model mlp")
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def extras(self, ix) -> dict:
+        cfg = self.model.config
+        n = int(ix.shape[0])
+        return {"torch": torch, "F": F, "n": n, "batch_size": n, "Xb": self.Xtr[ix], "Yb": self.Ytr[ix],
+                "vocab_size": cfg.vocab_size, "n_embd": cfg.n_embd, "n_hidden": cfg.n_hidden,
+                "block_size": cfg.block_size}
+
+    @torch.no_grad()
+    def loss_and_grads(self, ix):
+        from ..check.runner import invoke
+        from ..check.trace import run_forward
+
+        params = self.model.params
+        ns = run_forward(self.statements, {**self.extras(ix), **params})
+        # no copies: training owns these tensors, and a learner who edits them in place only hurts the run
+        grads, err = invoke(self.fn, self.ex.function, ns, tuple(params), params["W1"].dtype, self.path, copy=False)
+        if err is not None:
+            raise UsageError(f"{self.path}:{err[0]}: {err[1]}")
+        for k, p in self.model.params.items():
+            g = grads.get(k)
+            if not torch.is_tensor(g) or g.shape != p.shape or g.dtype != p.dtype:
+                got = "nothing" if g is None else (f"shape {tuple(g.shape)}, {g.dtype}" if torch.is_tensor(g)
+                                                    else type(g).__name__)
+                raise UsageError(f"{self.path}: {self.ex.function}() gave {got} for {k}, which needs shape "
+                                 f"{tuple(p.shape)}, {p.dtype}; run `ninjagrad check {self.path}`")
+        return ns[self.ex.output].item(), {k: grads[k] for k in self.model.params}
+
+    # --- verification ------------------------------------------------------------------------------
+
+    def diagnose(self, ix) -> str | None:
+        """None when every gradient is exact or rounding on this minibatch, else the grader's findings."""
+        from ..check.core import judge_function
+        from ..check.trace import trace_forward
+        from ..check.verdicts import OK
+
+        extras = self.extras(ix)
+        params = self.model.params
+        t_native = trace_forward(self.statements, params, extras, self.ex.output)
+        t64 = trace_forward(self.statements, {k: v.double() for k, v in params.items()}, extras, self.ex.output)
+        results = judge_function(self.lf, self.ex.function, t_native, t64, list(params), extras["n"])
+        bad = [r for r in results if r.verdict not in OK]
+        if not bad:
+            return None
+        parts = []
+        for r in bad:
+            why = r.diagnosis.message if r.diagnosis else (r.note or "")
+            parts.append(f"d{r.name} {r.verdict}" + (f" ({why})" if why else ""))
+        return "; ".join(parts)

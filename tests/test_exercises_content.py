@@ -1,0 +1,64 @@
+"""The exercises as data: solutions pass their own check, templates are all missing, every node has its aids."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ninjagrad.check.commands import hint_levels, static_nodes
+from ninjagrad.check.core import check_source, prepare
+from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
+
+IDS = sorted(all_exercises())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_four_exercises():
+    assert IDS == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("number", IDS)
+def test_solution_passes_and_template_is_missing(number):
+    ctx = prepare(number)
+    ex = ctx.ex
+    sol = check_source("solution.py", ex.read("solution.py"), ctx)
+    assert sol["summary"]["ok"], [r for r in sol["results"] if r["verdict"] not in ("exact", "rounding")]
+    tpl = ex.read("template.py")
+    assert exercise_of_file("template.py", tpl) == number  # `--exercise` may be omitted for templates
+    rep = check_source("template.py", tpl, ctx)
+    assert rep["summary"]["missing"] == rep["summary"]["total"] == len(ctx.judged)
+    assert static_nodes(ex) == ctx.judged  # --list's nodes come from the files alone, in the solution's order
+
+
+@pytest.mark.parametrize("number", IDS)
+def test_every_node_has_three_hints_and_a_derivation(number):
+    ex = all_exercises()[number]
+    hints = sections(ex.read("hints.md"))
+    derivations = sections(ex.read("derivations.md"))
+    for x in static_nodes(ex):
+        assert set(hint_levels(hints[x])) == {1, 2, 3}, x
+        assert len(derivations[x]) > 40, x
+
+
+def test_fused_forms_of_exercises_2_and_3():
+    ctx2 = prepare(2)
+    alt = "p = F.softmax(logits, 1)\ndlogits = (p - F.one_hot(Yb, vocab_size)) / n\n"
+    assert check_source("a.py", alt, ctx2)["summary"]["ok"]
+    wrong = "p = F.softmax(logits, 1)\ndlogits = p - F.one_hot(Yb, vocab_size)\n"
+    (r,) = check_source("w.py", wrong, ctx2)["results"]
+    assert r["verdict"] == "wrong" and r["diagnosis"]["kind"] == "scale" and "n = 32" in r["diagnosis"]["message"]
+    ctx3 = prepare(3)
+    sol = ctx3.ex.read("solution.py")
+    biased = sol.replace("n/(n-1)*bnraw", "bnraw")  # forgets Bessel's correction in the variance path
+    (r,) = check_source("b.py", biased, ctx3)["results"]
+    assert r["verdict"] == "wrong" and r["diagnosis"]["kind"] == "scale"
+    assert "bndiff2" in r["diagnosis"]["message"] and "Bessel" in r["diagnosis"]["message"]
+    no_mean = sol.replace(" - dhpreact.sum(0)", "")  # drops the path through the mean
+    (r,) = check_source("m.py", no_mean, ctx3)["results"]
+    assert r["verdict"] == "wrong" and r["diagnosis"]["kind"] == "missing_branch" and "bnmeani" in r["diagnosis"]["message"]

@@ -1,0 +1,192 @@
+"""Mutation suite: break exercise 1's solution one gradient at a time; the checker must notice and say how.
+
+Mutations per gradient (where they apply): sign, a factor n / 1/n / Bessel's n-1, a dropped branch,
+a dropped keepdim, a transposed matmul, a sum over the wrong axis, an alias without .clone(), and
+`dC[Xb] += demb` (repeated indices lost). Each mutant must get a verdict other than exact/rounding for
+its gradient with the expected diagnosis kind, and every other gradient must stay right (teacher
+forcing keeps mistakes local). Mutants that are mathematically equivalent (the logit_maxes branch and
+the bias b1, whose true gradients are zero) must be judged rounding, not wrong.
+
+Run as a script to print the mutation score: `python tests/test_mutations.py`.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import pytest
+
+ZERO_GRADIENT = {"logit_maxes", "b1"}  # mathematically zero: sign and scale mutants are equivalent
+
+
+@dataclass
+class Mutant:
+    op: str  # which mutation
+    target: str  # the gradient it breaks (for aliasing: the one changed through the alias)
+    expect: str  # the diagnosis kind, or "equivalent"
+    source: str
+
+
+def statements(source: str):
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    out = []
+    for node in tree.body:
+        text = "\n".join(lines[node.lineno - 1: node.end_lineno])
+        out.append((node, text))
+    return out
+
+
+def writes(node) -> set[str]:
+    from ninjagrad.check.runner import writes_of
+    return writes_of(node)
+
+
+def rebuild(parts: list[str]) -> str:
+    return "\n".join(p for p in parts if p is not None) + "\n"
+
+
+def mutants(source: str, judged: list[str]) -> list[Mutant]:
+    stmts = statements(source)
+    texts = [t for _, t in stmts]
+    out: list[Mutant] = []
+
+    def replaced(i, new):
+        parts = list(texts)
+        parts[i] = new
+        return rebuild(parts)
+
+    for x in judged:
+        dvar = "d" + x
+        idx = [i for i, (node, _) in enumerate(stmts) if dvar in writes(node)]
+        if not idx:
+            continue
+        value_kind = "equivalent" if x in ZERO_GRADIENT else None
+        # sign: negate every value assigned to it (a loop: negate once at the end)
+        parts = list(texts)
+        simple = True
+        for i in idx:
+            node = stmts[i][0]
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                op = texts[i].split("=", 1)
+                parts[i] = op[0] + "= -(" + op[1].split("#")[0].strip() + ")"
+            else:
+                simple = False
+        if not simple:
+            parts[idx[-1]] = texts[idx[-1]] + f"\n{dvar} = -{dvar}"
+        out.append(Mutant("sign", x, value_kind or "sign", rebuild(parts)))
+        # factors of n where they occur
+        for old, new in (("1.0/(n-1)", "1.0/n"), ("-1.0/n", "-1.0"), ("1.0/n *", "1.0 *"), ("2*bndiff", "bndiff"),
+                         ("-0.5*", "-1.0*")):
+            for i in idx:
+                if old in texts[i]:
+                    out.append(Mutant(f"factor {old} -> {new}", x, value_kind or "scale",
+                                      replaced(i, texts[i].replace(old, new))))
+        # drop a branch: a later `+=` of a gradient assigned earlier
+        for i in idx[1:]:
+            if isinstance(stmts[i][0], ast.AugAssign):
+                kind = "equivalent" if x == "logits" else "missing_branch"
+                out.append(Mutant("drop branch", x, kind, replaced(i, None)))
+        # keepdim dropped
+        for i in idx:
+            for kw in ("keepdim=True", "keepdims=True"):
+                if kw in texts[i]:
+                    out.append(Mutant("drop keepdim", x, "broadcast",
+                                      replaced(i, texts[i].replace(", " + kw, ""))))
+        # wrong axis of a sum
+        for i in idx:
+            t = texts[i]
+            if ".sum(0" in t or ".sum(1" in t:
+                swapped = t.replace(".sum(0", ".sum(@").replace(".sum(1", ".sum(0").replace(".sum(@", ".sum(1")
+                out.append(Mutant("wrong axis", x, "axis", replaced(i, swapped)))
+        # transpose: a matmul written the other way round
+        for i in idx:
+            node = stmts[i][0]
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) and isinstance(node.value.op, ast.MatMult):
+                a = ast.unparse(node.value.left)
+                b = ast.unparse(node.value.right)
+                out.append(Mutant("transpose", x, "transpose", replaced(i, f"{dvar} = ({b}).T @ ({a}).T")))
+        # alias without clone: the gradient it was copied from is changed by the later +=
+        for i in idx:
+            t = texts[i]
+            if ".clone()" in t:
+                victim = t.split("=", 1)[1].split(".clone()")[0].strip()[1:]
+                out.append(Mutant("alias without clone", victim, "aliasing", replaced(i, t.replace(".clone()", ""))))
+        # duplicate index: the loop over Xb replaced by an indexed +=
+        for i in idx:
+            if isinstance(stmts[i][0], ast.For):
+                out.append(Mutant("duplicate index", x, "duplicate_index", replaced(i, f"{dvar}[Xb] += demb")))
+    return out
+
+
+def run_mutants(ctx):
+    from ninjagrad.check.core import check_source
+
+    source = ctx.ex.read("solution.py")
+    rows = []
+    for m in mutants(source, ctx.judged):
+        report = check_source(f"<mutant {m.op} d{m.target}>", m.source, ctx)
+        by = {r["name"]: r for r in report["results"]}
+        r = by[m.target]
+        others_ok = all(o["verdict"] in ("exact", "rounding") for name, o in by.items() if name != m.target)
+        if m.expect == "equivalent":
+            caught = r["verdict"] in ("exact", "rounding")
+        else:
+            caught = r["verdict"] not in ("exact", "rounding") and r["diagnosis"] is not None \
+                and r["diagnosis"]["kind"] == m.expect
+        got = r["diagnosis"]["kind"] if r["diagnosis"] else r["verdict"]
+        rows.append((m, caught and others_ok, got, others_ok))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    import torch
+
+    from ninjagrad.check.core import prepare
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield prepare(1)
+    torch.set_num_threads(threads)
+
+
+def test_every_mutant_is_caught_with_the_right_kind(ctx):
+    rows = run_mutants(ctx)
+    assert len(rows) >= 50, "the suite should produce a mutant per applicable operator and gradient"
+    missed = [f"{m.op} on d{m.target}: expected {m.expect}, got {got}{'' if ok else ' (others disturbed)'}"
+              for m, hit, got, ok in rows if not hit]
+    assert not missed, "\n".join(missed)
+    ops = {m.op.split(" ")[0] for m, *_ in rows}
+    assert {"sign", "factor", "drop", "wrong", "transpose", "alias", "duplicate"} <= ops
+
+
+def test_equivalent_mutants_are_reported_as_such(ctx):
+    rows = run_mutants(ctx)
+    eq = [(m, got) for m, hit, got, ok in rows if m.expect == "equivalent"]
+    assert any(m.op == "drop branch" and m.target == "logits" for m, _ in eq)
+    assert all(got == "rounding" for _, got in eq), eq
+
+
+def test_a_broken_checker_would_fail_this_suite(ctx):
+    """Guard: the unmutated solution is all right, and one mutant really changes one gradient."""
+    from ninjagrad.check.core import check_source
+
+    source = ctx.ex.read("solution.py")
+    assert check_source("<solution>", source, ctx)["summary"]["ok"]
+    m = next(m for m in mutants(source, ctx.judged) if m.op == "sign" and m.target == "hpreact")
+    rep = check_source("<m>", m.source, ctx)
+    bad = [r["name"] for r in rep["results"] if r["verdict"] not in ("exact", "rounding")]
+    assert bad == ["hpreact"]
+
+
+if __name__ == "__main__":
+    import torch
+
+    from ninjagrad.check.core import prepare
+    torch.set_num_threads(1)
+    rows = run_mutants(prepare(1))
+    for m, hit, got, ok in rows:
+        print(f"{'ok  ' if hit else 'MISS'} {m.op:32s} d{m.target:16s} expected {m.expect:16s} got {got}")
+    caught = sum(hit for _, hit, _, _ in rows)
+    print(f"mutation score: {caught}/{len(rows)} mutants judged as expected "
+          f"({sum(m.expect == 'equivalent' for m, *_ in rows)} of them equivalent, reported as rounding)")
