@@ -13,6 +13,8 @@ def autograd_loss_and_grads(model, Xb, Yb) -> tuple[float, dict[str, torch.Tenso
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in model.params.items()}
     twin = copy.copy(model)
     twin.params = leaves
+    if hasattr(twin, "reduce"):
+        twin.reduce = None  # the reference is one process's view of the whole batch it is given
     with torch.enable_grad():
         loss, _ = twin.forward(Xb, Yb)
         loss.backward()

@@ -57,6 +57,9 @@ class MLP:
         # Batchnorm statistics for evaluation, set by `calibrate` over the training set.
         self.bnmean = torch.zeros((1, H), dtype=like.dtype, device=like.device)
         self.bnvar = torch.ones((1, H), dtype=like.dtype, device=like.device)
+        # Data-parallel runs set this to an all-reduce (sum across processes), so that batchnorm's
+        # statistics and the loss's mean cover the global batch; None means one process.
+        self.reduce = None
 
     @classmethod
     def create(cls, config: MLPConfig, generator: torch.Generator, device="cpu", dtype=torch.float32) -> "MLP":
@@ -74,10 +77,10 @@ class MLP:
         emb, emb_cache = ops.embedding_forward(p["C"], X)  # (B, T, E)
         embcat = emb.view(emb.shape[0], -1)  # (B, T*E)
         hprebn, l1_cache = ops.linear_forward(embcat, p["W1"], p["b1"])  # (B, H)
-        hpreact, bn_cache = ops.batchnorm_forward(hprebn, p["bngain"], p["bnbias"])  # (B, H)
+        hpreact, bn_cache = ops.batchnorm_forward(hprebn, p["bngain"], p["bnbias"], reduce=self.reduce)  # (B, H)
         h, tanh_cache = ops.tanh_forward(hpreact)  # (B, H)
         logits, l2_cache = ops.linear_forward(h, p["W2"], p["b2"])  # (B, V)
-        loss, ce_cache = ops.cross_entropy_forward(logits, Y)
+        loss, ce_cache = ops.cross_entropy_forward(logits, Y, reduce=self.reduce)
         return loss, (emb.shape, emb_cache, l1_cache, bn_cache, tanh_cache, l2_cache, ce_cache)
 
     def backward(self, cache) -> dict[str, torch.Tensor]:
