@@ -1,6 +1,7 @@
 """Data-parallel training: 2 CPU processes on gloo end where one process does, on the same global batch."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +27,15 @@ def torchrun(*args, timeout=240):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(free_port()),
            "-m", "ninjagrad", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: leave no process behind
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s: {err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def common(words, out, batch=32):
