@@ -1,6 +1,9 @@
 """One file per model: a config dataclass, initialisation, forward (with cache), backward (its reverse)."""
 from .mlp import MLP, MLPConfig
+from .transformer import Transformer, TransformerConfig
+from .wavenet import WaveNet, WaveNetConfig
 
-MODELS = {"mlp": (MLP, MLPConfig)}
+MODELS = {"mlp": (MLP, MLPConfig), "wavenet": (WaveNet, WaveNetConfig),
+          "transformer": (Transformer, TransformerConfig)}
 
-__all__ = ["MLP", "MLPConfig", "MODELS"]
+__all__ = ["MLP", "MLPConfig", "WaveNet", "WaveNetConfig", "Transformer", "TransformerConfig", "MODELS"]
