@@ -1,6 +1,14 @@
+import os
 from pathlib import Path
 
-import pytest
+# One thread per process: the suite's tensors are small, and on a shared 2-core machine torch's
+# spinning worker threads slow every test down many times over. Subprocesses inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = REPO.parent / "shared" / "data" / "names.txt"
