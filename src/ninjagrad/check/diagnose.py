@@ -87,6 +87,10 @@ def diagnose_shape(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: floa
             else:  # (64,) for (1, 64): broadcasting treats it alike, so allclose says True
                 why = "`allclose` hides this because broadcasting treats the two shapes alike"
             return Diagnosis("broadcast", f"{need}: keepdim missing ({values}); {why}. Sum with keepdim=True")
+        if mine.squeeze().shape == ref.squeeze().shape and mine.dim() > ref.dim():
+            values = "the values are right" if same else "and the values differ too"
+            return Diagnosis("broadcast", f"{need}: an extra dim of size 1 ({values}), as from keepdim=True where "
+                                          f"{name} has no such dim; drop keepdim or use .view({name}.shape)")
         if same:
             return Diagnosis("other", f"{need}; the values are right: reshape it, e.g. .view({name}.shape)")
     # a gradient that was never summed over the axes its forward value was broadcast along

@@ -1,7 +1,9 @@
 """Exercises are data: one folder each under ninjagrad/exercises, read from here.
 
 A folder holds exercise.json (id, title, model settings, what is judged), forward.py (the
-straight-line forward script), template.py, solution.py, hints.md and derivations.md.
+straight-line forward script), template.py, solution.py, hints.md and derivations.md. An exercise
+without a model creates its inputs in forward.py's setup section (see setup.py), exactly as a user's
+`ninjagrad check --forward` script does.
 """
 from __future__ import annotations
 
@@ -21,23 +23,35 @@ TEMPLATE_TAG = re.compile(r"^#\s*ninjagrad exercise (\d+)\b", re.MULTILINE)
 class Exercise:
     id: int
     title: str
-    folder: str  # folder name inside ninjagrad/exercises
+    folder: str  # folder name inside ninjagrad/exercises ("" for a user's forward script)
     kind: str  # "statements": top-level d<name> variables; "function": a backward(...) returning grads
-    model: str  # which model's init the parameters come from
-    config: dict  # that model's config fields (vocab_size comes from the data)
-    batch_size: int
+    model: str | None = None  # whose init and batch give the inputs; None: the forward's setup section does
+    config: dict = field(default_factory=dict)  # that model's config fields (vocab_size comes from the data)
+    batch_size: int = 0  # the model's batch; 0: n from the setup section (for diagnoses such as n/(n-1))
     output: str = "loss"  # the scalar the forward script ends with
     judge: list[str] | None = None  # nodes to judge; None: every node of the forward script
     given: list[str] = field(default_factory=list)  # nodes whose reference gradient the namespace provides
     function: str = "backward"  # for kind "function": the function the file defines
     seed: int = 2147483647  # the lecture's generator seed: init, then the minibatch
+    n: int | None = None  # the count a mean or Bessel's n-1 divides by, for diagnoses (default: the batch)
+    forward_file: str | None = None  # a user's forward script (`ninjagrad check --forward`), read from disk
 
     def read(self, filename: str) -> str:
+        if self.forward_file is not None and filename == "forward.py":
+            from .files import read_source
+            return read_source(self.forward_file)
         return (resources.files("ninjagrad") / "exercises" / self.folder / filename).read_text(encoding="utf-8")
 
     def path(self, filename: str) -> str:
-        """A readable name for messages (the package-relative path)."""
+        """A readable name for messages (the package-relative path, or the user's file)."""
+        if self.forward_file is not None and filename == "forward.py":
+            return self.forward_file
         return f"ninjagrad/exercises/{self.folder}/{filename}"
+
+
+def forward_exercise(path: str) -> Exercise:
+    """A user's forward script as an exercise: every node judged, inputs from its setup section."""
+    return Exercise(id=0, title=f"your forward script {path}", folder="", kind="statements", forward_file=path)
 
 
 @lru_cache(maxsize=None)

@@ -17,11 +17,16 @@ def fmt(x, spec=".2g"):
     return x if isinstance(x, str) else format(x, spec)  # "inf" and "nan" arrive as strings from JSON
 
 
-def plain_str(p: dict | None) -> str:
+def plain_str(p: dict | None, sep: str = " / ") -> str:
     """The lecture's cmp line, compressed: exact / approximate / maxdiff of the run without teacher forcing."""
     if not p or p.get("exact") is None:
         return "-"
-    return f"{'T' if p['exact'] else 'F'} / {'T' if p['approximate'] else 'F'} / {fmt(p['maxdiff'], '.1e')}"
+    return sep.join(("T" if p["exact"] else "F", "T" if p["approximate"] else "F", fmt(p["maxdiff"], ".1e")))
+
+
+def ulps_str(u) -> str:
+    """ULPs as an integer; very large counts (a wrong gradient) in short scientific form."""
+    return fmt(u, "d") if not isinstance(u, int) or abs(u) < 10**6 else format(float(u), ".1e")
 
 
 def note_str(r: dict) -> str:
@@ -31,29 +36,45 @@ def note_str(r: dict) -> str:
     return r.get("note") or ""
 
 
+NOTES_BELOW = 140  # narrower terminals: the notes go below the table, where they can wrap at full width
+
+
 def render(report: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     env = report.get("environment", {})
-    title = f"{report['file']}: exercise {report['exercise']}"
-    t = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    what = f"exercise {report['exercise']}" if report.get("exercise") else f"forward {report.get('forward')}"
+    title = f"{report['file']}: {what}"
+    below = console.width < NOTES_BELOW
+    t = Table(title=escape(title), title_justify="left", show_lines=False, expand=False)
     t.add_column("gradient", style="bold", no_wrap=True)
     t.add_column("shape", no_wrap=True)
     t.add_column("verdict", no_wrap=True)
     t.add_column("maxdiff", justify="right", no_wrap=True)
     t.add_column("ulps", justify="right", no_wrap=True)
-    t.add_column("cmp (plain run)\nexact/approx/maxdiff", no_wrap=True)
-    t.add_column("note", overflow="fold", ratio=1)
+    t.add_column("plain cmp\nex ap maxdiff" if below else "cmp (plain run)\nexact/approx/maxdiff", no_wrap=True)
+    if not below:
+        t.add_column("note", overflow="fold", ratio=1)
+    notes = []
     for r in report["results"]:
         v = r["verdict"]
         line = f" (line {r['line']})" if r.get("line") and v not in ("exact", "rounding") else ""
-        t.add_row("d" + r["name"], shape_str(r["shape"]), f"[{STYLE[v]}]{v}[/]{line}",
-                  fmt(r["maxdiff"]), fmt(r["ulps"], "d"), plain_str(r["plain"]),
-                  note_str({**r, "note": escape(r["note"]) if r.get("note") else None,
-                            "diagnosis": ({**r["diagnosis"], "message": escape(r["diagnosis"]["message"])}
-                                          if r.get("diagnosis") else None)}))
+        note = note_str({**r, "note": escape(r["note"]) if r.get("note") else None,
+                         "diagnosis": ({**r["diagnosis"], "message": escape(r["diagnosis"]["message"])}
+                                       if r.get("diagnosis") else None)})
+        cells = ["d" + r["name"], shape_str(r["shape"]), f"[{STYLE[v]}]{v}[/]" + ("" if below else line),
+                 fmt(r["maxdiff"]), ulps_str(r["ulps"]), plain_str(r["plain"], " " if below else " / ")]
+        if below:
+            if note:
+                notes.append(f"[bold]d{r['name']}[/] [{STYLE[v]}]{v}[/]{line}: {note}")
+                cells[2] += f" [dim]\\[{len(notes)}][/]"
+        else:
+            cells.append(note)
+        t.add_row(*cells)
     console.print(t)
+    for i, text in enumerate(notes, 1):  # rich wraps each at the terminal's width
+        console.print(f"[dim]\\[{i}][/] {text}")
     for p in report.get("problems", []):
         console.print(f"[magenta]line {p['line']}[/]: {escape(p['message'])} (assigns no gradient; ignored)")
     s = report["summary"]

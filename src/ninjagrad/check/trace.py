@@ -1,7 +1,7 @@
 """Trace a straight-line forward script under autograd.
 
 A forward script is a list of `name = expression` statements (the lecture's forward pass, or a
-user's). Running it with the parameters as autograd leaves gives every named intermediate, its
+user's), after an optional setup section that creates its inputs (setup.py). Running it with the parameters as autograd leaves gives every named intermediate, its
 reference gradient, and, edge by edge, what each consumer contributes to that gradient: the
 checker needs those contributions to say "the branch through counts_sum is missing".
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UsageError
+from .setup import SetupSection, split_setup
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Statement:
     code: object  # compiled `target = value`
     expr: object  # compiled `value` alone (an eval code object)
     tree: ast.expr  # the value's AST, to find index reads such as C[Xb]
+    filename: str = "forward.py"  # the script's name, for messages
 
 
 @dataclass
@@ -61,20 +63,27 @@ class Trace:
         return self.edges.get(name, [])
 
 
-def parse_forward(source: str, filename: str) -> list[Statement]:
-    """Split a forward script into `name = expression` statements."""
+def parse_script(source: str, filename: str) -> tuple[SetupSection | None, list[Statement]]:
+    """Split a forward script into its setup section (if any) and its `name = expression` statements."""
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as e:
         raise UsageError(f"{filename}:{e.lineno}: syntax error in the forward script ({e.msg})") from None
+    setup = split_setup(tree, filename)
     statements = []
-    for node in tree.body:
+    for node in tree.body[setup.end if setup else 0:]:
         if isinstance(node, (ast.Import, ast.ImportFrom)) or (
                 isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
             continue  # imports and docstrings: the namespace already has torch and F
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             raise UsageError(f"{filename}:{node.lineno}: a forward script is straight-line code; "
                              "write every statement as `name = expression`")
+        for sub in ast.walk(node.value):
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and \
+                    sub.func.attr.endswith("_") and not sub.func.attr.startswith("_"):
+                raise UsageError(f"{filename}:{node.lineno}: `.{sub.func.attr}(...)` changes a tensor in place, "
+                                 "which the trace cannot follow; use the out-of-place form "
+                                 f"(`.{sub.func.attr[:-1]}(...)`) and a new name")
         reads = []
         for sub in ast.walk(node.value):
             if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in reads:
@@ -83,8 +92,16 @@ def parse_forward(source: str, filename: str) -> list[Statement]:
         code = compile(ast.Module([node], type_ignores=[]), filename, "exec")
         expr = compile(ast.Expression(node.value), filename, "eval")
         statements.append(Statement(node.lineno, ast.get_source_segment(source, node) or ast.unparse(node),
-                                    target, reads, code, expr, node.value))
-    return statements
+                                    target, reads, code, expr, node.value, filename))
+    if not statements:
+        raise UsageError(f"{filename}: no forward statements after the setup; write the forward as "
+                         "`name = expression` lines ending with a scalar `loss`")
+    return setup, statements
+
+
+def parse_forward(source: str, filename: str) -> list[Statement]:
+    """The `name = expression` statements of a forward script (after its setup section, if any)."""
+    return parse_script(source, filename)[1]
 
 
 def run_forward(statements: list[Statement], namespace: dict) -> dict:
@@ -92,6 +109,46 @@ def run_forward(statements: list[Statement], namespace: dict) -> dict:
     for st in statements:
         exec(st.code, namespace)
     return namespace
+
+
+STEP_FUNCTIONS = {"RoundBackward0", "RoundBackward1", "SignBackward0", "SgnBackward0", "FloorBackward0",
+                  "CeilBackward0", "TruncBackward0"}
+
+
+def check_differentiable(st: Statement, value, ns: dict, earlier: dict):
+    """Refuse a step that cuts the graph (.detach(), .item(), .data) or whose derivative is zero
+    everywhere (round, sign, floor): there is no gradient to write for what follows it."""
+    feeds = [x for x in st.reads if torch.is_tensor(ns.get(x)) and ns[x].requires_grad]
+    where = f"{st.filename}:{st.lineno}"
+    if not feeds:
+        if torch.is_tensor(value) and value.is_floating_point():
+            # an input in disguise; and were it random, the float32 and float64 runs would draw different ones
+            raise UsageError(f"{where}: `{st.target}` depends on no parameter: it is an input; create it in the "
+                             f"setup section and mark it data(...)")
+        return
+    if torch.is_tensor(value) and value.is_floating_point() and not value.requires_grad:
+        raise UsageError(f"{where}: `{st.target}` is cut off from the graph (.detach(), .data, torch.no_grad or a "
+                         f"non-differentiable op?); every step from a param(...) to the loss must be differentiable")
+    if isinstance(value, float):
+        raise UsageError(f"{where}: `{st.target}` is a Python float (.item() or float()?), which leaves autograd; "
+                         "keep it a tensor")
+    if isinstance(value, (tuple, list)) and any(torch.is_tensor(v) for v in value):
+        raise UsageError(f"{where}: `{st.target}` is a {type(value).__name__} of tensors; every node must be one "
+                         f"tensor, e.g. `q = {st.target}[0]` in the same line as the split")
+    if not (torch.is_tensor(value) and value.grad_fn is not None):
+        return
+    stop = {t.grad_fn for t in earlier.values() if t.grad_fn is not None}
+    todo, seen = [value.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen or fn in stop:
+            continue
+        seen.add(fn)
+        if type(fn).__name__ in STEP_FUNCTIONS:
+            op = type(fn).__name__.replace("Backward0", "").replace("Backward1", "").lower()
+            raise UsageError(f"{where}: `{st.target}` goes through {op}(), whose derivative is zero wherever it "
+                             "exists: no gradient flows back through it; drop the step or make it smooth")
+        todo.extend(f for f, _ in fn.next_functions)
 
 
 def _index_reads(tree: ast.expr, name: str) -> list[ast.expr]:
@@ -110,15 +167,31 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
     with torch.enable_grad():
         tensors = {}
         for st in statements:
-            exec(st.code, ns)
+            try:
+                exec(st.code, ns)
+            except Exception as e:  # noqa: BLE001 -- a broken forward is the script's mistake, told as such
+                raise UsageError(f"{st.filename}:{st.lineno}: the forward raised {type(e).__name__}: "
+                                 f"{(str(e).strip().splitlines() or [''])[0]}") from None
             v = ns[st.target]
+            check_differentiable(st, v, ns, tensors)
             if torch.is_tensor(v) and v.requires_grad:
                 v.retain_grad()
                 tensors[st.target] = v
+        where = statements[-1].filename if statements else "forward script"
         if output not in ns or not torch.is_tensor(ns[output]) or ns[output].numel() != 1:
-            raise UsageError(f"forward script: it must end by computing the scalar `{output}`")
+            got = ("it never assigns it" if output not in ns else
+                   f"it is a {type(ns[output]).__name__}" if not torch.is_tensor(ns[output]) else
+                   f"it has shape {tuple(ns[output].shape)}; reduce it with .mean() or .sum()")
+            raise UsageError(f"{where}: the forward must end by computing a scalar `{output}` ({got})")
         loss = ns[output]
-        loss.backward()
+        if not loss.requires_grad:
+            raise UsageError(f"{where}: `{output}` does not depend on any parameter; mark the inputs that get "
+                             "a gradient with param(...)")
+        try:
+            loss.backward()
+        except RuntimeError as e:
+            raise UsageError(f"{where}: autograd cannot differentiate the forward "
+                             f"({(str(e).strip().splitlines() or [''])[0]})") from None
     grads = {k: t.grad.detach() for k, t in {**leaves, **tensors}.items() if t.grad is not None and k != output}
     namespace = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in ns.items() if k != "__builtins__"}
 

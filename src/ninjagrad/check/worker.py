@@ -32,7 +32,7 @@ STARTUP_ALLOWANCE = 180.0  # seconds for importing torch and preparing the batch
 
 
 def run_isolated(path: str, exercise: int | None, seed: int | None, device: str, data: str | None,
-                 timeout: float, memory_mb: int) -> dict:
+                 timeout: float, memory_mb: int, forward: str | None = None) -> dict:
     """Check `path` in a child process; a report, or {"file", "error", "exit"} when it could not be judged.
 
     The child enforces `timeout` on the learner's code itself (after torch is imported and the batch
@@ -48,6 +48,8 @@ def run_isolated(path: str, exercise: int | None, seed: int | None, device: str,
             cmd += ["--seed", str(seed)]
         if data is not None:
             cmd += ["--data", data]
+        if forward is not None:
+            cmd += ["--forward", forward]
         # CUDA reserves far more address space than it uses: cap memory on the CPU only
         mem = memory_mb if device == "cpu" else 0
         t0 = time.perf_counter()
@@ -96,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data")
+    p.add_argument("--forward")
     p.add_argument("--timeout", type=float, default=60.0)
     a = p.parse_args(argv)
     import torch
@@ -111,10 +114,12 @@ def main(argv=None) -> int:
         raise TimeLimit()
 
     try:
-        exercise = precheck(a.file, a.exercise)
-        ctx = prepare(exercise, a.seed, a.device, a.data)
-        source = read_source(a.file)
+        exercise = precheck(a.file, a.exercise, a.forward)
         signal.signal(signal.SIGALRM, on_alarm)
+        if a.forward is not None:  # a user's forward script is user code too: its setup runs under the limit
+            signal.setitimer(signal.ITIMER_REAL, a.timeout)
+        ctx = prepare(exercise, a.seed, a.device, a.data, a.forward)
+        source = read_source(a.file)
         signal.setitimer(signal.ITIMER_REAL, a.timeout)  # the learner's code runs from here on
         try:
             out = check_source(a.file, source, ctx)
@@ -124,6 +129,8 @@ def main(argv=None) -> int:
         out = {"usage_error": str(e)}
     except TimeLimit as e:
         out = {"time_limit": a.timeout, "line": error_line(e, a.file, 0) or None}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     tmp = a.result + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(_clean(out), f)
