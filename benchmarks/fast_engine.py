@@ -1,0 +1,142 @@
+"""Print the README's fast-engine tables (markdown), with the machine they were measured on.
+
+    python benchmarks/fast_engine.py                    # engines + dC debate + scaling + peak memory
+    python benchmarks/fast_engine.py --steps 1000 --repeats 9
+    python benchmarks/fast_engine.py --compare-20k      # also: 20k-step runs, fast vs autograd, on names.txt
+
+Every comparison is made inside this one run, engines taking turns, medians of the repeats: the
+machines this project runs on are shared, and absolute figures move with the load (printed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ninjagrad import bench
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = REPO.parent / "shared" / "data" / "names.txt"
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def peak_rss_mb(engine: str, B: int, H: int, steps: int) -> float:
+    """Peak resident memory of a whole `ninjagrad train` process, in MiB (Linux ru_maxrss is KiB)."""
+    with tempfile.TemporaryDirectory() as out:
+        data = ["--data", str(NAMES)] if NAMES.exists() else []
+        cmd = [sys.executable, "-m", "ninjagrad", "train", "--engine", engine, "--steps", str(steps),
+               "--batch-size", str(B), "--n-hidden", str(H), "--device", "cpu", "--no-progress",
+               "--samples", "0", "--out", str(Path(out) / "run"), *data]
+        probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else -1)")
+        res = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+        return int(res.stdout.strip()) / 1024
+
+
+def run_20k(engine: str) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "ninjagrad", "train", "--engine", engine, "--steps", "20000", "--data",
+               str(NAMES), "--device", "cpu", "--no-progress", "--samples", "0", "--out", str(Path(out) / "run")]
+        subprocess.run(cmd, check=True, capture_output=True)
+        return json.loads((Path(out) / "run" / "summary.json").read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=500, help="steps per repeat (default 500)")
+    ap.add_argument("--repeats", type=int, default=7, help="repeats per figure (default 7)")
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--compare-20k", action="store_true", help="20k-step runs of fast and autograd on names.txt")
+    ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the torch engines")
+    args = ap.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+
+    result = bench.run_bench(args.steps, args.repeats, scaling=not args.no_scaling, dc=True)
+    m = result["machine"]
+    print(f"Machine: {m['cpu']}, {m['cores']} cores (torch uses {m['torch_threads']} threads), torch {m['torch']}, "
+          f"numba {m.get('numba')}, numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}; "
+          f"1-minute load average at the start: {m.get('load_average_1min')}"
+          + (f"; GPU {m['gpu']}" if "gpu" in m else "") + ".\n")
+    print(f"Engines, the lecture's MLP (batch 32, n_hidden 200, float32): median of {args.repeats} repeats of "
+          f"{args.steps} steps, engines taking turns; a step is `torch.randint` for the batch + `engine.step`.\n")
+    print(md_table(["engine", "µs/step", "steps/s", "× autograd", "200k steps"],
+                   [[r["engine"], f"{r['us_per_step']:.1f}", f"{r['steps_per_s']:,.0f}", f"{r['vs_autograd']:.1f}×",
+                     f"{r['projected_200k_s']:.1f} s"] for r in result["engines"]]))
+    fast = next(r for r in result["engines"] if r["engine"] == "fast")
+    print(f"\nDistance to the floor: the six matmuls alone cost {matmul_floor_us():.1f} µs from compiled code; "
+          f"the fast step is {fast['us_per_step']:.1f} µs.\n")
+    print("dC, the lecture's debate (checked against autograd; batch 32, block 3, n_embd 10, repeated rows):\n")
+    print(md_table(["vocab", "method", "µs/call", "max abs error", "correct"],
+                   [[f"{r['V']:,}", r["method"], f"{r['us_per_call']:.1f}", f"{r['max_abs_err']:.1e}",
+                     "yes" if r["correct"] else "**no**"] for r in result["dC"]]))
+    if "scaling" in result:
+        peak = result["scaling"][0]["matmul_peak_gflops"]
+        print(f"\nScaling (GFLOP/s = the six matmuls' FLOPs / step time; this machine's float32 matmul, "
+              f"torch.mm 2048², all cores: {peak:.0f} GFLOP/s):\n")
+        print(md_table(["engine", "batch", "n_hidden", "µs/step", "GFLOP/s", "% of matmul peak"],
+                       [[r["engine"], r["batch"], r["n_hidden"], f"{r['us_per_step']:.0f}", f"{r['gflops']:.1f}",
+                         "" if r["pct_of_matmul_peak"] is None else f"{r['pct_of_matmul_peak']:.0f}%"]
+                        for r in result["scaling"]]))
+    if not args.no_memory:
+        rows = []
+        for B, H in ((32, 200), (4096, 1024)):
+            mem = {e: peak_rss_mb(e, B, H, 30) for e in ("manual", "fast")}
+            rows.append([B, H, f"{mem['manual']:.0f}", f"{mem['fast']:.0f}", f"{mem['fast'] / mem['manual']:.2f}"])
+        print("\nPeak memory of a `ninjagrad train` process (30 steps; ru_maxrss, MiB):\n")
+        print(md_table(["batch", "n_hidden", "manual", "fast", "fast / manual"], rows))
+    if args.compare_20k:
+        if not NAMES.exists():
+            print("\n(20k-step comparison skipped: names.txt is not at ../shared/data/)")
+        else:
+            s = {e: run_20k(e) for e in ("fast", "autograd")}
+            print("\n20k steps on names.txt, same seed:\n")
+            print(md_table(["engine", "train loss", "val loss", "train_seconds"],
+                           [[e, f"{v['train_loss']:.4f}", f"{v['val_loss']:.4f}", f"{v['train_seconds']:.1f}"]
+                            for e, v in s.items()]))
+            print(f"\n|val(fast) - val(autograd)| = {abs(s['fast']['val_loss'] - s['autograd']['val_loss']):.4f}")
+
+
+def matmul_floor_us(repeats: int = 7, calls: int = 2000) -> float:
+    """The six matmuls of a lecture step, called from compiled code (numba -> BLAS): the floor."""
+    import time
+
+    import numba
+    import numpy as np
+
+    @numba.njit
+    def six(embcat, W1, hprebn, h, W2, logits, dh, dW2, dembcat, dW1, n):
+        for _ in range(n):
+            np.dot(embcat, W1, hprebn)
+            np.dot(h, W2, logits)
+            np.dot(logits, W2.T, dh)
+            np.dot(h.T, logits, dW2)
+            np.dot(dh, W1.T, dembcat)
+            np.dot(embcat.T, dh, dW1)
+
+    B, K, H, V = 32, 30, 200, 27
+    r = np.random.default_rng(0)
+    a = [r.standard_normal(s).astype(np.float32) for s in
+         ((B, K), (K, H), (B, H), (B, H), (H, V), (B, V), (B, H), (H, V), (B, K), (K, H))]
+    six(*a, 1)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        six(*a, calls)
+        ts.append((time.perf_counter() - t) / calls * 1e6)
+    return sorted(ts)[len(ts) // 2]
+
+
+if __name__ == "__main__":
+    main()

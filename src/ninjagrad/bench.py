@@ -1,0 +1,323 @@
+"""`ninjagrad bench`: how fast each engine trains the lecture's MLP, and the lecture's dC debate.
+
+Figures on a shared machine are noisy, so every comparison is made inside one run: the engines take
+turns (one block of steps each, repeated), and each figure is the median of the repeats. A step is
+timed as the training loop times it: drawing the minibatch indices plus `engine.step`.
+
+The dC debate (the lecture's comments): how to accumulate the embedding's gradient,
+dC[v] = sum of demb over every position where X == v. Each way is timed and checked against autograd.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from .errors import UsageError
+
+LECTURE_STEPS = 200_000
+N_TRAIN = 182_625  # training examples of the lecture's names.txt split: the synthetic set has as many
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import numba
+        import numpy
+        import scipy
+
+        info.update(numba=numba.__version__, numpy=numpy.__version__, scipy=scipy.__version__)
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """This machine's float32 matmul throughput: an n x n x n product with all threads, best of repeats."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def step_flops(B: int, K: int, H: int, V: int) -> int:
+    """Multiply-adds of one step's six matmuls, x2: the forward's two and the backward's four."""
+    return 2 * B * (K * H + H * V) * 3
+
+
+# --- engines ---------------------------------------------------------------------------------------
+
+def synthetic_data(vocab: int = 27, block_size: int = 3, n: int = N_TRAIN, seed: int = 0, device: str = "cpu"):
+    """A training set shaped like the lecture's (random characters: speed does not depend on them)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(0, vocab, (n, block_size), generator=g)
+    Y = torch.randint(0, vocab, (n,), generator=g)
+    return X.to(device), Y.to(device)
+
+
+def make_engines(names, B=32, H=200, E=10, T=3, V=27, device="cpu", dtype=torch.float32, seed=42):
+    from .engines import make_engine
+    from .models import MLP, MLPConfig
+
+    X, Y = synthetic_data(V, T, device=device)
+    engines = {}
+    for name in names:
+        model = MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
+                           torch.Generator().manual_seed(seed), device=device, dtype=dtype)
+        engines[name] = make_engine(name, model, X, Y)
+    return engines, X.shape[0]
+
+
+def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: float = 0.01,
+                 device: str = "cpu") -> dict[str, list[float]]:
+    """Seconds per step of each engine, `repeats` times, the engines taking turns."""
+    g = torch.Generator().manual_seed(1)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for e in engines.values():  # warm caches, allocators and (for cuda) record the graphs
+        for _ in range(min(steps, 20)):
+            e.step(torch.randint(0, N, (B,), generator=g).to(device), lr)
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, e in engines.items():
+            sync()
+            t = time.perf_counter()
+            for _ in range(steps):
+                ix = torch.randint(0, N, (B,), generator=g).to(device)
+                e.step(ix, lr)
+            sync()
+            times[name].append((time.perf_counter() - t) / steps)
+    return times
+
+
+def engine_table(steps: int, repeats: int, B: int = 32, H: int = 200) -> list[dict]:
+    """Every engine at the lecture's shapes (and the CUDA graph engine where a GPU is present)."""
+    rows = []
+    engines, N = make_engines(["autograd", "manual", "fast"], B=B, H=H)
+    t = time_engines(engines, N, B, steps, repeats)
+    if torch.cuda.is_available():
+        cuda_engines, N = make_engines(["fast"], B=B, H=H, device="cuda")
+        t["fast (cuda)"] = time_engines(cuda_engines, N, B, steps, repeats, device="cuda")["fast"]
+    base = statistics.median(t["autograd"])
+    for name, ts in t.items():
+        med = statistics.median(ts)
+        rows.append({"engine": name, "us_per_step": med * 1e6, "steps_per_s": 1 / med,
+                     "vs_autograd": base / med, "projected_200k_s": med * LECTURE_STEPS,
+                     "repeats_us": [round(x * 1e6, 2) for x in ts]})
+    return rows
+
+
+def scaling_table(steps: int, repeats: int, batches=(32, 256, 4096), hiddens=(200, 1024)) -> list[dict]:
+    """The fast engine (and the manual one, for reference) from the lecture's shapes to large ones."""
+    rows = []
+    peak = matmul_gflops()
+    for H in hiddens:
+        for B in batches:
+            names = ["manual", "fast"]
+            engines, N = make_engines(names, B=B, H=H)
+            n = max(3, min(steps, int(steps * 32 * 200 / (B * H))))
+            t = time_engines(engines, N, B, n, repeats)
+            flops = step_flops(B, 30, H, 27)
+            for name in names:
+                med = statistics.median(t[name])
+                rows.append({"engine": name, "batch": B, "n_hidden": H, "us_per_step": med * 1e6,
+                             "gflops": flops / med / 1e9, "pct_of_matmul_peak": 100 * flops / med / 1e9 / peak,
+                             "matmul_peak_gflops": peak})
+            if torch.cuda.is_available() and B >= 1024:
+                cuda_engines, N = make_engines(["fast"], B=B, H=H, device="cuda")
+                med = statistics.median(time_engines(cuda_engines, N, B, n, repeats, device="cuda")["fast"])
+                rows.append({"engine": "fast (cuda)", "batch": B, "n_hidden": H, "us_per_step": med * 1e6,
+                             "gflops": flops / med / 1e9, "pct_of_matmul_peak": None, "matmul_peak_gflops": None})
+    return rows
+
+
+# --- the dC debate ---------------------------------------------------------------------------------
+
+def dC_python_loop(demb, X, V):
+    """The lecture's loop: one row at a time."""
+    dC = torch.zeros((V, demb.shape[-1]), dtype=demb.dtype)
+    for k in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            dC[X[k, j]] += demb[k, j]
+    return dC
+
+
+def dC_index_add(demb, X, V):
+    """index_add_ accumulates repeated indices (what ops.embedding_backward uses)."""
+    dC = torch.zeros((V, demb.shape[-1]), dtype=demb.dtype)
+    return dC.index_add_(0, X.view(-1), demb.view(-1, demb.shape[-1]))
+
+
+def dC_one_hot_matmul(demb, X, V):
+    """one_hot(X)^T demb: a (V, B*T) by (B*T, E) matmul, mostly multiplying zeros."""
+    onehot = torch.nn.functional.one_hot(X.view(-1), V).to(demb.dtype)  # (B*T, V)
+    return onehot.T @ demb.view(-1, demb.shape[-1])
+
+
+def dC_einsum(demb, X, V):
+    """The same contraction written as an einsum."""
+    onehot = torch.nn.functional.one_hot(X, V).to(demb.dtype)  # (B, T, V)
+    return torch.einsum("btv,bte->ve", onehot, demb)
+
+
+def dC_index_put(demb, X, V):
+    """index_put_ with accumulate=True: without it, repeated rows would keep only one contribution."""
+    dC = torch.zeros((V, demb.shape[-1]), dtype=demb.dtype)
+    return dC.index_put_((X.view(-1),), demb.view(-1, demb.shape[-1]), accumulate=True)
+
+
+DC_METHODS = {"python loop": dC_python_loop, "index_add_": dC_index_add, "one-hot matmul": dC_one_hot_matmul,
+              "einsum": dC_einsum, "index_put_(accumulate=True)": dC_index_put}
+
+
+def dC_reference(C, X, demb):
+    """autograd's dC for emb = C[X] and upstream gradient demb."""
+    leaf = C.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (leaf[X] * demb).sum().backward()
+    return leaf.grad
+
+
+def dC_check(fn, C, X, demb) -> tuple[float, bool]:
+    """Largest difference from autograd's dC, and whether it is float rounding (not a dropped term)."""
+    ref = dC_reference(C, X, demb)
+    err = (fn(demb, X, C.shape[0]) - ref).abs().max().item()
+    return err, bool(err <= 1e-5 * max(1.0, ref.abs().max().item()))
+
+
+def dC_table(repeats: int, shapes=None) -> list[dict]:
+    """Each way to compute dC, timed (median µs per call) and checked against autograd."""
+    shapes = shapes or [("lecture", 32, 3, 10, 27), ("large vocab", 32, 3, 10, 50_000)]
+    rows = []
+    for label, B, T, E, V in shapes:
+        g = torch.Generator().manual_seed(0)
+        C = torch.randn(V, E, generator=g)
+        X = torch.randint(0, V, (B, T), generator=g)
+        X[1] = X[0, 0]  # repeated rows, as real batches have ('.' at the start of many windows)
+        demb = torch.randn(B, T, E, generator=g)
+        for name, fn in DC_METHODS.items():
+            err, correct = dC_check(fn, C, X, demb)
+            t = time.perf_counter()
+            fn(demb, X, V)
+            calls = max(1, min(1000, int(0.02 / max(time.perf_counter() - t, 1e-7))))  # ~20 ms per repeat
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                for _ in range(calls):
+                    fn(demb, X, V)
+                ts.append((time.perf_counter() - t) / calls)
+            rows.append({"shape": label, "B": B, "T": T, "E": E, "V": V, "method": name,
+                         "us_per_call": statistics.median(ts) * 1e6, "max_abs_err": err, "correct": correct})
+    return rows
+
+
+# --- the subcommand --------------------------------------------------------------------------------
+
+def add_bench(sub):
+    p = sub.add_parser("bench", help="time the engines and settle the lecture's dC debate",
+                       description="Time each engine's training step (median of repeats, engines taking "
+                                   "turns) and the ways to compute dC, each checked against autograd.")
+    p.add_argument("--steps", type=int, default=500, help="steps per repeat, for every engine (default 500)")
+    p.add_argument("--repeats", type=int, default=7, help="repeats; each figure is their median (default 7, at least 5)")
+    p.add_argument("--scaling", action="store_true", help="also time batch 32/256/4096 x n_hidden 200/1024")
+    p.add_argument("--no-dc", action="store_true", help="skip the dC comparison")
+    p.add_argument("--torch-threads", type=int, help="threads for torch's engines (default: torch's own, one per "
+                   "core); 1 is fairer on a machine whose cores are busy with other work")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_bench)
+
+
+def run_bench(steps: int, repeats: int, scaling: bool = False, dc: bool = True) -> dict:
+    out = {"machine": machine(), "steps_per_repeat": steps, "repeats": repeats}
+    out["engines"] = engine_table(steps, repeats)
+    if dc:
+        out["dC"] = dC_table(repeats)
+    if scaling:
+        out["scaling"] = scaling_table(steps, repeats)
+    return out
+
+
+def cmd_bench(args) -> int:
+    if args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: time at least one step per repeat")
+    if args.repeats < 5:
+        raise UsageError(f"--repeats {args.repeats}: use at least 5, so the median means something")
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            raise UsageError(f"--torch-threads {args.torch_threads}: use 1 or more")
+        torch.set_num_threads(args.torch_threads)
+    result = run_bench(args.steps, args.repeats, scaling=args.scaling, dc=not args.no_dc)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    for table in tables(result):
+        console.print(table)
+    return 0
+
+
+def tables(result: dict) -> list:
+    from rich.table import Table
+
+    m = result["machine"]
+    out = []
+    t = Table(title=f"engines, lecture MLP (batch 32, n_hidden 200), median of {result['repeats']} x "
+                    f"{result['steps_per_repeat']} steps — {m['cpu']}, {m['cores']} cores, "
+                    f"load {m.get('load_average_1min', '?')}")
+    for col in ("engine", "µs/step", "steps/s", "× autograd", "200k steps"):
+        t.add_column(col, justify="right" if col != "engine" else "left")
+    for r in result["engines"]:
+        t.add_row(r["engine"], f"{r['us_per_step']:.1f}", f"{r['steps_per_s']:,.0f}", f"{r['vs_autograd']:.1f}",
+                  f"{r['projected_200k_s']:.1f} s")
+    out.append(t)
+    if "dC" in result:
+        t = Table(title="dC = sum of demb over positions where X == v (checked against autograd)")
+        for col in ("shape", "method", "µs/call", "max |err|", "correct"):
+            t.add_column(col)
+        for r in result["dC"]:
+            t.add_row(f"{r['shape']} (V={r['V']:,})", r["method"], f"{r['us_per_call']:.1f}",
+                      f"{r['max_abs_err']:.1e}", "yes" if r["correct"] else "NO")
+        out.append(t)
+    if "scaling" in result:
+        peak = next((r["matmul_peak_gflops"] for r in result["scaling"] if r["matmul_peak_gflops"]), None)
+        t = Table(title=f"scaling (six matmuls' FLOPs / step time); float32 matmul peak here {peak:.0f} GFLOP/s")
+        for col in ("engine", "batch", "n_hidden", "µs/step", "GFLOP/s", "% of peak"):
+            t.add_column(col)
+        for r in result["scaling"]:
+            pct = "" if r["pct_of_matmul_peak"] is None else f"{r['pct_of_matmul_peak']:.0f}%"
+            t.add_row(r["engine"], str(r["batch"]), str(r["n_hidden"]), f"{r['us_per_step']:.1f}",
+                      f"{r['gflops']:.1f}", pct)
+        out.append(t)
+    return out

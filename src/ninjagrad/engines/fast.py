@@ -1,0 +1,259 @@
+"""The fast engine: the whole training step as one call into compiled code.
+
+The manual engine makes ~40 small torch calls per step, and at the lecture's shapes each costs more
+in dispatch than in arithmetic. Here the minibatch gather, forward, hand-written backward and SGD
+update run in one numba function over buffers allocated once (fast_kernels.py); the six matmuls go
+to BLAS from inside it, and exp/tanh are vectorised (fast_vecmath.py). It computes the same
+gradients as ops.py, which tests/test_fast_engine.py holds it to.
+
+The parameters stay in the model's own tensors: the kernels work on NumPy views of their memory,
+so the model is always up to date and checkpoints, evaluation and sampling see every step.
+
+On a CUDA device `make_fast_engine` returns the CUDA-graph engine of fast_cuda.py instead.
+
+B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from .base import Engine
+
+PARALLEL_MIN_ELEMENTS = 1 << 17  # B*H from which more threads may pay off: worth a few timed trial steps
+
+
+def use_workqueue_threads():
+    """numba's own thread pool for the parallel kernel, unless NUMBA_THREADING_LAYER says otherwise.
+
+    numba prefers an OpenMP pool when it finds one; its threads keep spinning after each parallel
+    loop, and on 2 cores that took the CPU from torch's threads: the autograd engine measured 10x
+    slower in a process where the fast engine had run once. The workqueue pool's threads sleep.
+    """
+    import os
+
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+_blas_threads = None  # what set_blas_threads last set (it is one setting for the whole process)
+
+
+def set_blas_threads(n: int):
+    """Threads of the BLAS that numba calls (SciPy's OpenBLAS), set through threadpoolctl.
+
+    OpenBLAS splits any matmul above ~250k multiply-adds between all cores, and its threads wait for
+    each other spinning: on a machine whose cores were busy with other work, a 256-row step measured
+    9x slower with two BLAS threads than with one. Small steps therefore run on one core, BLAS
+    included; for large ones, Plan times both and keeps the faster.
+    """
+    global _blas_threads
+    if n == _blas_threads:
+        return
+    from threadpoolctl import ThreadpoolController
+
+    _blas_threads = n
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    scipys = [lib for lib in libs if "scipy" in Path(lib.filepath).parent.name]  # scipy.libs/ in a wheel
+    for lib in scipys or libs:
+        lib.set_num_threads(n)
+
+
+def check_supported(model, optimizer):
+    """The fast engine implements the lecture's MLP with the lecture's SGD update, nothing else."""
+    from ..models.mlp import MLP, PARAM_NAMES
+
+    if not isinstance(model, MLP):
+        raise UsageError(f"--engine fast: the {getattr(model, 'name', type(model).__name__)} model has no fast "
+                         "path (only the lecture's mlp does); use --engine manual")
+    if getattr(optimizer, "name", "sgd") != "sgd":
+        raise UsageError(f"--engine fast: implements the lecture's SGD update, not {optimizer.name}; "
+                         "use --optimizer sgd or --engine manual")
+    missing = [k for k in PARAM_NAMES if k not in model.params]
+    if missing:
+        raise UsageError(f"--engine fast: the model lacks parameters {', '.join(missing)}")
+
+
+class Plan:
+    """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
+
+    With several candidates, the first TRIALS steps of each take turns and are timed, and the one
+    with the smallest median is kept. Every candidate does the same arithmetic; at most BLAS's
+    blocking for several threads may round differently, so the choice changes time, not results.
+    """
+
+    TRIALS = 3
+
+    def __init__(self, bufs, candidates):
+        self.bufs = bufs
+        self.candidates = candidates  # [(kernel, column blocks, threads)]
+        self.times = [[] for _ in candidates]
+        self.decided = len(candidates) == 1
+
+    def choose(self):
+        if self.decided:
+            i = 0
+        else:
+            i = min(range(len(self.candidates)), key=lambda k: len(self.times[k]))
+            if min(len(t) for t in self.times) == self.TRIALS:
+                i = min(range(len(self.candidates)), key=lambda k: sorted(self.times[k])[self.TRIALS // 2])
+                self.candidates, self.decided = [self.candidates[i]], True
+                i = 0
+        kernel, blocks, threads = self.candidates[i]
+        set_blas_threads(threads)  # every step: another engine in this process may have changed it
+        self._last = i
+        return kernel, blocks
+
+    def record(self, seconds: float):
+        if not self.decided:
+            self.times[self._last].append(seconds)
+
+
+class FastEngine(Engine):
+    """numba + BLAS on the CPU; the step is `fast_kernels.train_step`."""
+
+    name = "fast"
+
+    def __init__(self, model, Xtr, Ytr, optimizer=None):
+        super().__init__(model, Xtr, Ytr, optimizer)
+        check_supported(model, self.optimizer)
+        use_workqueue_threads()
+        from . import fast_kernels as K  # imports numba: only when this engine is chosen
+
+        self.kernels = K
+        dtype = model.params["W1"].dtype
+        if dtype not in (torch.float32, torch.float64) or model.params["W1"].device.type != "cpu":
+            raise UsageError(f"--engine fast: runs float32 or float64 on the cpu, not {dtype} on "
+                             f"{model.params['W1'].device}")
+        V = model.config.vocab_size
+        # The kernels index without bounds checks, so check the data once here.
+        if Xtr.numel() and (int(Xtr.min()) < 0 or int(Xtr.max()) >= V or int(Ytr.min()) < 0 or int(Ytr.max()) >= V):
+            raise UsageError(f"--engine fast: the training set holds characters outside the vocabulary of {V}")
+        self.Xnp = np.ascontiguousarray(Xtr.cpu().numpy(), dtype=np.int64)  # (N, T)
+        self.Ynp = np.ascontiguousarray(Ytr.cpu().numpy(), dtype=np.int64)  # (N,)
+        self.np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        self.sync_from_model()
+        p = self.params
+        # Gradients, shaped like the parameters but dW2 transposed (V, H); dC stays all zero between
+        # steps (see the kernels).
+        self.grads = tuple(np.zeros_like(a) for a in p[:3]) + (np.zeros_like(p[7]),) + tuple(
+            np.zeros_like(a) for a in p[4:7])
+        self.plans = {}
+        self._warm_up()
+
+    # --- parameters: NumPy views of the model's tensors --------------------------------------
+
+    def sync_from_model(self):
+        """Point the kernels at the model's parameter tensors and copy W2 into the kernels' W2^T.
+
+        Call it after anything other than this engine changes the parameters (a resume does)."""
+        from ..models.mlp import PARAM_NAMES
+
+        views = []
+        for k in PARAM_NAMES:
+            t = self.model.params[k]
+            if not t.is_contiguous():
+                self.model.params[k] = t = t.contiguous()
+            a = t.detach().numpy()  # shares memory with the tensor
+            views.append(a.reshape(-1) if a.ndim == 1 or k in ("bngain", "bnbias") else a)
+        W2T = np.ascontiguousarray(views[3].T)  # (V, H): the kernels keep it equal to W2^T
+        self.params = tuple(views) + (W2T,)  # (C, W1, b1, W2, b2, bngain, bnbias, W2T); vectors flat
+
+    def sync_to_model(self):
+        """Nothing to copy: every update is made in the model's own tensors."""
+
+    # --- buffers and kernels, per batch size ------------------------------------------------
+
+    def _plan(self, B: int):
+        """(kernel, column blocks, buffers) for batches of B, made once per batch size."""
+        import numba
+
+        if B < 2:
+            raise ValueError(f"the fast engine needs a batch of at least 2 (batchnorm's n-1), got {B}")
+        cfg = self.model.config
+        K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
+        dt = self.np_dtype
+        bufs = (
+            np.empty((B, K), dt),  # embcat
+            np.empty((B, K), dt),  # dembcat
+            np.empty((B, H), dt),  # hprebn, then xhat
+            np.empty((B, H), dt),  # h
+            np.empty((B, H), dt),  # dh, then dhpreact, then dhprebn
+            np.empty((B, V), dt),  # logits, then dlogits
+            np.empty(B, np.int64),  # Yb
+            np.empty(H, dt),  # batch mean
+            np.empty(H, dt),  # batch 1/sqrt(var + eps)
+        )
+        # One core for small steps, where waking threads costs more than it saves. For large ones
+        # three ways are tried on the first steps and the fastest is kept: one core; BLAS on all
+        # cores; BLAS and the (B, H) passes on all cores. On a machine whose cores are busy with
+        # other work, threads that wait for each other can make all cores slower than one.
+        n = numba.get_num_threads()
+        one = self.kernels.column_blocks(H, 1)
+        candidates = [(self.kernels.train_step, one, 1)]
+        if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
+            candidates += [(self.kernels.train_step, one, n),
+                           (self.kernels.train_step_parallel, self.kernels.column_blocks(H, n), n)]
+        self.plans = {B: Plan(bufs, candidates)}  # keep one: buffers can be big
+        return self.plans[B]
+
+    def _run(self, ix: torch.Tensor, lr: float, update: bool) -> float:
+        if ix.dtype != torch.int64 or ix.device.type != "cpu":
+            ix = ix.to("cpu", torch.int64)
+        ixn = ix.numpy()
+        plan = self.plans.get(ixn.shape[0]) or self._plan(ixn.shape[0])
+        kernel, blocks = plan.choose()
+        t = time.perf_counter()
+        loss = kernel(self.params, self.grads, plan.bufs, self.Xnp, self.Ynp, ixn, lr, update, blocks)
+        plan.record(time.perf_counter() - t)
+        if loss != loss and not (0 <= ixn.min() and ixn.max() < self.Xnp.shape[0]):  # nothing was computed
+            raise IndexError(f"minibatch indices outside the training set of {self.Xnp.shape[0]}")
+        return loss
+
+    def _warm_up(self):
+        """Compile (or load from numba's cache) both kernels now, so that no step pays for it.
+
+        The one-core kernel runs once on a batch of 2; the parallel one is only compiled: running it
+        would start numba's worker threads, which a lecture-sized run never needs.
+        """
+        if self.Xnp.shape[0] == 0:
+            return
+        ix = np.zeros(2, np.int64)
+        bufs = self._plan(2).bufs
+        blocks = self.kernels.column_blocks(self.model.config.n_hidden, 1)
+        self.kernels.train_step(self.params, self.grads, bufs, self.Xnp, self.Ynp, ix, 0.0, False, blocks)
+        self.kernels.clear_embedding_grad(self.grads[0], self.Xnp, ix)
+        for sig in self.kernels.train_step.signatures:
+            self.kernels.train_step_parallel.compile(sig)
+
+    # --- the Engine interface ------------------------------------------------------------------
+
+    def step(self, ix, lr):
+        return self._run(ix, lr, True)
+
+    def loss_and_grads(self, ix):
+        from ..models.mlp import PARAM_NAMES
+
+        loss = self._run(ix, 0.0, False)
+        grads = {}
+        for k, g, t in zip(PARAM_NAMES, self.grads, (self.model.params[k] for k in PARAM_NAMES)):
+            g = g.T if k == "W2" else g  # the kernels make dW2 transposed
+            grads[k] = torch.from_numpy(np.array(g, order="C")).view(t.shape)  # a copy: buffers are reused
+        self.kernels.clear_embedding_grad(self.grads[0], self.Xnp, ix.to("cpu", torch.int64).numpy())
+        return loss, grads
+
+
+def make_fast_engine(model, Xtr, Ytr, optimizer=None) -> Engine:
+    """`--engine fast`: the numba engine on the CPU, CUDA graphs over the hand-written step on a GPU."""
+    check_supported(model, optimizer)
+    if model.params["W1"].device.type == "cuda":
+        from .fast_cuda import FastCUDAEngine
+
+        return FastCUDAEngine(model, Xtr, Ytr, optimizer)
+    return FastEngine(model, Xtr, Ytr, optimizer)

@@ -1,0 +1,334 @@
+"""The lecture's MLP training step as numba kernels over preallocated buffers.
+
+The same math as ops.py, written as loops that LLVM compiles and vectorises, with the six matmuls
+handed to BLAS (`np.dot` inside numba calls it directly, with no Python or dispatcher in between).
+Passes over the (B, H) activations are fused so each is read and written as few times as possible:
+
+    forward                                       backward (the forward read bottom-up)
+    embedding_forward    gather rows of C         embedding_backward   scatter-add into dC
+    linear_forward       hprebn = embcat W1       linear_backward      dembcat, dW1
+    batchnorm_tanh_fwd   + b1, xhat, h = tanh(.)  batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
+    linear_forward       logits = h W2            linear_backward      dh, dW2
+    cross_entropy_fwd    + b2, loss, dlogits, db2 (made in the forward's pass over each row)
+
+`train_step` runs them in that order and, when asked, applies the SGD update. Its loops over the
+hidden units use `prange`: the same function compiled with parallel=True splits the columns
+between cores (each core owns whole columns, so the batch sums need no locks); compiled without,
+prange is a plain range. Sums run over the batch per column, in the activations' dtype.
+
+B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .fast_jit import jit
+from .fast_vecmath import vexp, vtanh
+
+BN_EPS = 1e-5  # the same as ops.BN_EPS
+
+
+def column_blocks(H: int, nblocks: int) -> np.ndarray:
+    """Split the H hidden units into `nblocks` ranges of columns: bounds[i]..bounds[i+1]."""
+    return np.linspace(0, H, nblocks + 1).round().astype(np.int64)
+
+
+# --- embedding -----------------------------------------------------------------------------------
+
+@jit(inline="always")
+def embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):
+    """embcat[b] = concat_t C[Xtr[ix[b], t]]: the minibatch gathered straight from the training set.
+
+    Returns False, having gathered nothing, if an index lies outside the training set (numba does not
+    check bounds, so this one check guards every later read)."""
+    B, T, E = ix.shape[0], Xtr.shape[1], C.shape[1]
+    for b in range(B):
+        if ix[b] < 0 or ix[b] >= Xtr.shape[0]:
+            return False
+    for b in range(B):
+        row = ix[b]
+        Yb[b] = Ytr[row]
+        for t in range(T):
+            v = Xtr[row, t]
+            for e in range(E):
+                embcat[b, t * E + e] = C[v, e]  # (B, K)
+    return True
+
+
+@jit(inline="always")
+def embedding_backward(dembcat, Xtr, ix, dC):
+    """dC[v] += dembcat[b, t] for every (b, t) with Xtr[ix[b], t] == v; dC comes in all zero.
+
+    Accumulate, never assign: a character that appears twice in the batch gets both contributions.
+    """
+    B, T, E = ix.shape[0], Xtr.shape[1], dC.shape[1]
+    for b in range(B):
+        row = ix[b]
+        for t in range(T):
+            v = Xtr[row, t]
+            for e in range(E):
+                dC[v, e] += dembcat[b, t * E + e]  # (V, E)
+
+
+@jit(inline="always")
+def embedding_sgd_and_clear(C, dC, Xtr, ix, lr):
+    """C[v] -= lr dC[v] for the rows the batch touched, then dC[v] = 0 again.
+
+    Only those rows have a gradient; the others would get `C - lr * 0`, which is C exactly. Clearing
+    while updating also makes a repeated row update once: its second visit subtracts lr * 0.
+    """
+    B, T, E = ix.shape[0], Xtr.shape[1], dC.shape[1]
+    for b in range(B):
+        row = ix[b]
+        for t in range(T):
+            v = Xtr[row, t]
+            for e in range(E):
+                C[v, e] -= lr * dC[v, e]
+                dC[v, e] = 0.0
+
+
+@jit(inline="always")
+def embedding_clear(dC, Xtr, ix):
+    """dC[v] = 0 for the rows the batch touched: dC is all zero again for the next step."""
+    B, T, E = ix.shape[0], Xtr.shape[1], dC.shape[1]
+    for b in range(B):
+        row = ix[b]
+        for t in range(T):
+            v = Xtr[row, t]
+            for e in range(E):
+                dC[v, e] = 0.0
+
+
+# --- linear --------------------------------------------------------------------------------------
+
+@jit(inline="always")
+def linear_forward(x, W, out):
+    """out = x W + b, where the bias is added by the pass that reads `out` next (saving a pass)."""
+    np.dot(x, W, out)  # (B, out)
+
+
+@jit(inline="always")
+def linear_backward(dout, x, W, dx, dW):
+    """dx = dout W^T, dW = x^T dout (db = sum_B dout is summed by the pass that made dout)."""
+    np.dot(dout, W.T, dx)  # (B, in)
+    np.dot(x.T, dout, dW)  # (in, out)
+
+
+@jit(inline="always")
+def linear_backward_t(dout, x, WT, dx, dWT):
+    """The same for a layer whose W is kept transposed as well: dx = dout (W^T), dW^T = dout^T x.
+
+    For the narrow W2 (H, 27) OpenBLAS is ~2x faster on these layouts than on W.T and x.T views."""
+    np.dot(dout, WT, dx)  # (B, in)
+    np.dot(dout.T, x, dWT)  # (out, in)
+
+
+# --- bias + batchnorm + tanh ---------------------------------------------------------------------
+# Loops run over one row's slice of a column block, `x = hprebn[i, j0:j1]`, and touch few arrays
+# each: indices that start at 0 and few possible overlaps between arrays are what lets LLVM
+# vectorise them.
+
+@jit(inline="always")
+def batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks, eps):
+    """hprebn += b1; xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
+
+    var is the batch's Bessel-corrected (n-1) variance, as in the lecture, from the squared
+    differences to the mean (two passes, as ops.batchnorm_forward: no cancellation when the mean is
+    large). xhat overwrites hprebn: the backward needs xhat and h, not hprebn.
+    """
+    B, H = hprebn.shape
+    dt = hprebn.dtype.type
+    for blk in prange(blocks.shape[0] - 1):
+        j0, j1 = blocks[blk], blocks[blk + 1]
+        w = j1 - j0
+        bias, g, bb = b1[j0:j1], bngain[j0:j1], bnbias[j0:j1]
+        m = np.zeros(w, hprebn.dtype)  # per column: the sum, then the mean
+        vi = np.zeros(w, hprebn.dtype)  # per column: the sum of squared differences, then var_inv
+        for i in range(B):
+            x = hprebn[i, j0:j1]
+            for j in range(w):
+                x[j] += bias[j]
+            for j in range(w):
+                m[j] += x[j]
+        for j in range(w):
+            m[j] /= dt(B)
+        for i in range(B):
+            x = hprebn[i, j0:j1]
+            for j in range(w):
+                d = x[j] - m[j]
+                vi[j] += d * d
+        for j in range(w):
+            # unbiased, like hpreact.var(0, unbiased=True); 1/sqrt vectorises, pow(x, -0.5) would not
+            vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))
+            mean[j0 + j] = m[j]
+            var_inv[j0 + j] = vi[j]
+        for i in range(B):
+            x = hprebn[i, j0:j1]
+            hh = h[i, j0:j1]
+            for j in range(w):
+                x[j] = (x[j] - m[j]) * vi[j]  # (B, H) xhat
+            for j in range(w):
+                hh[j] = vtanh(g[j] * x[j] + bb[j])  # (B, H) h
+
+
+@jit(inline="always")
+def batchnorm_tanh_backward(dh, xhat, h, bngain, var_inv, dbngain, dbnbias, db1, blocks):
+    """dhpreact = (1 - h^2) dh; then batchnorm's backward, written over dh in place:
+
+    dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain)
+    with dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat, and db1 = sum_B dhprebn (~0:
+    batchnorm subtracts the mean, so b1 has no effect on the loss; computed, not assumed).
+    """
+    B, H = dh.shape
+    dt = dh.dtype.type
+    for blk in prange(blocks.shape[0] - 1):
+        j0, j1 = blocks[blk], blocks[blk + 1]
+        w = j1 - j0
+        sb = np.zeros(w, dh.dtype)  # sums over the batch, per column
+        sg = np.zeros(w, dh.dtype)
+        for i in range(B):
+            d, hh, xh = dh[i, j0:j1], h[i, j0:j1], xhat[i, j0:j1]
+            for j in range(w):
+                d[j] = (dt(1.0) - hh[j] * hh[j]) * d[j]  # tanh's backward: dhpreact
+            for j in range(w):
+                sb[j] += d[j]
+            for j in range(w):
+                sg[j] += d[j] * xh[j]
+        # per column, in the activations' dtype, as ops.batchnorm_backward computes them
+        a = np.empty(w, dh.dtype)  # bngain var_inv / n
+        sbt = np.empty(w, dh.dtype)  # dbnbias
+        csg = np.empty(w, dh.dtype)  # n/(n-1) dbngain
+        g, vi = bngain[j0:j1], var_inv[j0:j1]
+        for j in range(w):
+            dbnbias[j0 + j] = sb[j]
+            dbngain[j0 + j] = sg[j]
+            a[j] = g[j] * vi[j] / dt(B)
+            sbt[j] = sb[j]
+            csg[j] = dt(B / (B - 1)) * sg[j]
+        n = dt(B)
+        sb[:] = 0.0
+        for i in range(B):
+            d, xh = dh[i, j0:j1], xhat[i, j0:j1]
+            for j in range(w):
+                d[j] = a[j] * (n * d[j] - sbt[j] - csg[j] * xh[j])  # (B, H) dhprebn
+            for j in range(w):
+                sb[j] += d[j]
+        for j in range(w):
+            db1[j0 + j] = sb[j]
+
+
+# --- softmax + cross-entropy ---------------------------------------------------------------------
+
+@jit(inline="always")
+def cross_entropy_forward(logits, b2, Yb, db2):
+    """logits += b2; loss = -mean_b log softmax(logits)_b,Y[b]; dlogits = (softmax - onehot(Y)) / n.
+
+    One pass per row makes the loss, its gradient (written over the logits) and db2 = sum_B dlogits.
+    """
+    B, V = logits.shape
+    dt = logits.dtype.type
+    inv_n = dt(1.0 / B)
+    loss = 0.0
+    acc = np.zeros(V)  # float64 sum of dlogits over the batch
+    for i in range(B):
+        row = logits[i]
+        for j in range(V):
+            row[j] += b2[j]
+        m = row[0]
+        for j in range(1, V):
+            m = max(m, row[j])  # subtracted for stability; its gradient is zero
+        shifted_y = row[Yb[i]] - m
+        for j in range(V):
+            row[j] = vexp(row[j] - m)  # counts
+        s = 0.0
+        for j in range(V):
+            s += row[j]
+        loss += np.log(s) - shifted_y  # -log(counts[y] / sum(counts)), without computing counts[y]
+        scale = dt(1.0 / s) * inv_n
+        for j in range(V):
+            row[j] *= scale  # probs / n
+        row[Yb[i]] -= inv_n
+        for j in range(V):
+            acc[j] += row[j]
+    for j in range(V):
+        db2[j] = acc[j]
+    return loss / B
+
+
+# --- the update ----------------------------------------------------------------------------------
+
+@jit(inline="always")
+def sgd_update_transposed(W, WT, dWT, lr):
+    """W <- W - lr dW and its transposed copy WT <- WT - lr dW^T: the same numbers in both."""
+    step = W.dtype.type(lr)
+    for o in range(WT.shape[0]):
+        for i in range(WT.shape[1]):
+            WT[o, i] -= step * dWT[o, i]
+    for i in range(W.shape[0]):
+        for o in range(W.shape[1]):
+            W[i, o] -= step * dWT[o, i]
+
+
+@jit(inline="always")
+def sgd_update(p, g, lr):
+    """p <- p - lr g, the lecture's update (optim.SGD), on flat views."""
+    step = p.dtype.type(lr)  # lr in the parameters' dtype, as torch's p.sub_(g, alpha=lr) does
+    for k in range(p.shape[0]):
+        p[k] -= step * g[k]
+
+
+# --- the step ------------------------------------------------------------------------------------
+
+@jit(inline="always")
+def step_body(params, grads, bufs, Xtr, Ytr, ix, lr, update, blocks):
+    """Forward, backward and (if `update`) the SGD update for the minibatch ix; returns the loss.
+
+    params: (C, W1, b1, W2, b2, bngain, bnbias, W2T) with b1, b2, bngain, bnbias flat and W2T a
+    transposed copy of W2 (V, H); grads: the same without W2T, and with dW2 transposed (V, H).
+    grads' dC must be all zero on entry; it is all zero again on return when `update` is set.
+    """
+    C, W1, b1, W2, b2, bngain, bnbias, W2T = params
+    dC, dW1, db1, dW2T, db2, dbngain, dbnbias = grads
+    embcat, dembcat, hprebn, h, dh, logits, Yb, mean, var_inv = bufs
+    # forward
+    if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
+        return np.nan
+    linear_forward(embcat, W1, hprebn)  # (B, H); b1 is added in the next pass
+    batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks, BN_EPS)  # (B, H) xhat, h
+    linear_forward(h, W2, logits)  # (B, V); b2 is added in the next pass
+    loss = cross_entropy_forward(logits, b2, Yb, db2)  # logits -> dlogits (B, V)
+    # backward
+    linear_backward_t(logits, h, W2T, dh, dW2T)  # (B, H), (V, H)
+    batchnorm_tanh_backward(dh, hprebn, h, bngain, var_inv, dbngain, dbnbias, db1, blocks)  # dh -> dhprebn
+    linear_backward(dh, embcat, W1, dembcat, dW1)  # (B, K), (K, H)
+    embedding_backward(dembcat, Xtr, ix, dC)  # (V, E)
+    if update:
+        sgd_update(W1.reshape(-1), dW1.reshape(-1), lr)
+        sgd_update(b1, db1, lr)
+        sgd_update_transposed(W2, W2T, dW2T, lr)
+        sgd_update(b2, db2, lr)
+        sgd_update(bngain, dbngain, lr)
+        sgd_update(bnbias, dbnbias, lr)
+        embedding_sgd_and_clear(C, dC, Xtr, ix, lr)
+    return loss
+
+
+# Two entry points with their own names, so numba's disk cache keeps one compiled version of each.
+
+@jit
+def train_step(params, grads, bufs, Xtr, Ytr, ix, lr, update, blocks):
+    """One core: the lecture's shapes, where waking threads costs more than it saves."""
+    return step_body(params, grads, bufs, Xtr, Ytr, ix, lr, update, blocks)
+
+
+@jit(parallel=True)
+def train_step_parallel(params, grads, bufs, Xtr, Ytr, ix, lr, update, blocks):
+    """The prange loops over column blocks spread over numba's threads: large batches."""
+    return step_body(params, grads, bufs, Xtr, Ytr, ix, lr, update, blocks)
+
+
+@jit
+def clear_embedding_grad(dC, Xtr, ix):
+    """After a step without update: zero the rows of dC the batch touched, for the next step."""
+    embedding_clear(dC, Xtr, ix)

@@ -1,0 +1,104 @@
+"""exp and tanh for float32 that LLVM can vectorise.
+
+numba turns `math.exp(x)` inside a loop into one call of the C library per element; at the
+lecture's shapes a step makes ~7,000 of them and they would cost more than all the matmuls. These
+versions are plain arithmetic (a range reduction, a polynomial, an exponent built from bits), so a
+loop over them compiles to AVX instructions, 8 or 16 elements at a time. They are accurate to a
+few units in the last place of float32; float64 arrays keep the C library's exp and tanh.
+
+    exp(x)  = 2^n exp(r),  n = round(x / ln 2),  r = x - n ln 2,  |r| <= ln(2) / 2
+    tanh(a) = -expm1(-2a) / (2 + expm1(-2a))  for a = |x|, with the sign of x put back
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from .fast_jit import jit
+
+LOG2E = np.float32(1.4426950408889634)
+# ln 2 split in two so that n * LN2_HI is exact for the n that occur (|n| < 2^8): Cody and Waite's trick
+LN2_HI = np.float32(0.693359375)
+LN2_LO = np.float32(-2.12194440e-4)
+X_MIN = np.float32(-87.0)  # exp(-87) ~ 1.6e-38 is still a normal float32; below it we return that
+X_MAX = np.float32(88.0)  # exp(88) ~ 1.7e38 is near the largest float32; callers pass x <= 0 anyway
+TANH_BIG = np.float32(9.0)  # tanh(9) rounds to 1.0 in float32
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, i):
+    """Reinterpret the 32 bits of an int32 as a float32 (a no-op for the CPU)."""
+    if i != types.int32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@jit(inline="always")
+def _pow2(n):
+    """2^n for an integral float32 n in [-126, 127]: the exponent field is n + 127."""
+    return _int32_bits_as_float32(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
+
+
+@jit(inline="always")
+def _expm1_parts(x):
+    """(2^n, exp(r) - 1) with x = n ln2 + r; exp(x) = 2^n (1 + q), expm1(x) = (2^n - 1) + 2^n q.
+
+    q is the Taylor series of exp(r) - 1 to r^7; its truncation error is below 1e-8 relative.
+    """
+    x = min(max(x, X_MIN), X_MAX)
+    n = np.floor(x * LOG2E + np.float32(0.5))  # (float32, integral)
+    r = (x - n * LN2_HI) - n * LN2_LO
+    q = r * (np.float32(1.0) + r * (np.float32(1 / 2) + r * (np.float32(1 / 6) + r * (np.float32(1 / 24) + r * (
+        np.float32(1 / 120) + r * (np.float32(1 / 720) + r * np.float32(1 / 5040)))))))
+    return _pow2(n), q
+
+
+@jit(inline="always")
+def exp32(x):
+    """exp(x) for a float32 x, vectorisable."""
+    s, q = _expm1_parts(x)
+    return s + s * q
+
+
+@jit(inline="always")
+def tanh32(x):
+    """tanh(x) for a float32 x, vectorisable. Near 0 it goes through expm1, so no digits cancel."""
+    a = min(np.abs(x), TANH_BIG)
+    s, q = _expm1_parts(np.float32(-2.0) * a)
+    em = (s - np.float32(1.0)) + s * q  # expm1(-2a), in (-1, 0]
+    t = np.abs(em) / (np.float32(2.0) + em)  # abs, not -em: tanh(0) is +0, not -0
+    return np.copysign(t, x)
+
+
+# --- one name for both dtypes --------------------------------------------------------------------
+
+def vexp(x):
+    """exp for the kernels: the vectorisable version for float32, the C library's for float64."""
+    return math.exp(x)
+
+
+def vtanh(x):
+    """tanh for the kernels: the vectorisable version for float32, the C library's for float64."""
+    return math.tanh(x)
+
+
+@overload(vexp, inline="always")
+def _vexp(x):
+    if x == types.float32:
+        return lambda x: exp32(x)
+    return lambda x: math.exp(x)
+
+
+@overload(vtanh, inline="always")
+def _vtanh(x):
+    if x == types.float32:
+        return lambda x: tanh32(x)
+    return lambda x: math.tanh(x)

@@ -1,0 +1,314 @@
+"""The fast engine computes the manual engine's numbers: gradients, steps, runs, checkpoints.
+
+float64 is held to autograd at ~1e-12 (there the kernels use the C library's exp and tanh, and only
+summation order differs); float32 to the manual engine at a relative 1e-4 of each gradient's scale
+(BLAS and torch round differently, and exp/tanh are the vectorised versions, a few ulp from libm).
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ninjagrad.engines import autograd_loss_and_grads, make_engine
+from ninjagrad.engines.fast import FastEngine, make_fast_engine
+from ninjagrad.errors import UsageError
+from ninjagrad.models import MLP, MLPConfig
+
+F32_RTOL = 1e-4  # of each gradient's own scale
+# and of the step's largest gradient: a gradient whose true value is ~0 (b1 always; W1 when a batch of
+# 2 leaves batchnorm nothing to depend on) is float32 rounding left over from terms that cancel
+F32_FLOOR = 2e-5
+
+
+def setup(B=32, T=3, E=10, H=64, V=27, N=500, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(0, V, (N, T), generator=g)
+    Y = torch.randint(0, V, (N,), generator=g)
+    model = MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
+                       torch.Generator().manual_seed(seed + 1), dtype=dtype)
+    ix = torch.randint(0, N, (B,), generator=g)
+    if B >= 3:
+        ix[1] = ix[0]  # the same example twice: every character of it repeats in dC's sum
+    return model, X, Y, ix
+
+
+def clone_model(model):
+    return MLP(model.config, {k: v.clone() for k, v in model.params.items()})
+
+
+def rel(a, b):
+    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
+
+
+@pytest.mark.parametrize("B", [2, 3, 32])
+def test_float64_gradients_match_autograd(B):
+    """B=2 included: batchnorm then maps each column to +-1 whatever its inputs, so everything below
+    it has a ~zero gradient; float32 can only show rounding noise there, float64 shows it is right."""
+    model, X, Y, ix = setup(B=B)
+    loss, grads = make_fast_engine(model, X, Y).loss_and_grads(ix)
+    ref_loss, ref = autograd_loss_and_grads(model, X[ix], Y[ix])
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    largest = max(r.abs().max().item() for r in ref.values())
+    for k, r in ref.items():
+        assert grads[k].shape == r.shape, k
+        assert grads[k].dtype == r.dtype, k
+        # b1's true gradient is 0 (batchnorm removes it): compare it against the step's largest gradient
+        tol = 1e-10 * (r.abs().max().item() if k != "b1" else largest)
+        assert (grads[k] - r).abs().max().item() <= tol, k
+
+
+@settings(max_examples=20, deadline=None)
+@given(B=st.integers(4, 70), T=st.integers(1, 5), E=st.integers(1, 12), H=st.integers(1, 80),
+       V=st.integers(2, 40), seed=st.integers(0, 10_000))
+def test_float32_gradients_match_manual_engine(B, T, E, H, V, seed):
+    model, X, Y, ix = setup(B, T, E, H, V, dtype=torch.float32, seed=seed)
+    loss, grads = make_fast_engine(model, X, Y).loss_and_grads(ix)
+    ref_loss, ref = make_engine("manual", model, X, Y).loss_and_grads(ix)
+    model64 = MLP(model.config, {k: v.double() for k, v in model.params.items()})
+    _, truth = autograd_loss_and_grads(model64, X[ix], Y[ix])
+    assert abs(loss - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss))
+    largest = max(r.abs().max().item() for r in truth.values())
+    for k, t in truth.items():
+        tol = F32_RTOL * t.abs().max().item() + F32_FLOOR * largest
+        # Both engines are held to the float64 truth. When the batch's examples are all alike, the
+        # variance is ~0 and 1/sqrt(var + eps) ~ 316 magnifies float32 rounding in *both* of them;
+        # then the fast engine may be off by up to twice what the manual engine is off by.
+        own = (grads[k].double() - t).abs().max().item()
+        manual_off = (ref[k].double() - t).abs().max().item()
+        assert own <= max(tol, 2 * manual_off), k
+        assert (grads[k] - ref[k]).abs().max().item() <= 3 * max(tol, manual_off), k
+
+
+def test_wrong_gradient_would_be_caught():
+    """The comparison above can fail: a gradient off by the Bessel factor n/(n-1) is outside it."""
+    model, X, Y, ix = setup(B=8, dtype=torch.float32)
+    _, grads = make_fast_engine(model, X, Y).loss_and_grads(ix)
+    _, ref = make_engine("manual", model, X, Y).loss_and_grads(ix)
+    assert rel(grads["bngain"] * 8 / 7, ref["bngain"]) > F32_RTOL
+
+
+def test_loss_and_grads_leaves_parameters_and_repeats_exactly():
+    model, X, Y, ix = setup(dtype=torch.float32)
+    before = {k: v.clone() for k, v in model.params.items()}
+    engine = make_fast_engine(model, X, Y)
+    l1, g1 = engine.loss_and_grads(ix)
+    l2, g2 = engine.loss_and_grads(ix)  # dC must have been cleared in between
+    assert l1 == l2
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), k
+        assert torch.equal(model.params[k], before[k]), k
+    untouched = torch.ones(model.config.vocab_size, dtype=torch.bool)
+    untouched[X[ix].unique()] = False
+    assert g1["C"][untouched].abs().max().item() == 0.0  # rows no example used get exactly zero
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-11), (torch.float32, 2e-5)])
+def test_steps_match_manual_engine(dtype, tol):
+    model, X, Y, _ = setup(dtype=dtype, H=50)
+    twin = clone_model(model)
+    fast, manual = make_fast_engine(model, X, Y), make_engine("manual", twin, X, Y)
+    g = torch.Generator().manual_seed(5)
+    for i in range(30):
+        ix = torch.randint(0, X.shape[0], (16,), generator=g)
+        lf, lm = fast.step(ix, 0.1), manual.step(ix, 0.1)
+        assert abs(lf - lm) <= 10 * tol * abs(lm), i
+    for k in model.params:
+        assert rel(model.params[k], twin.params[k]) <= 10 * tol, k
+
+
+def test_parallel_kernel_matches_serial():
+    """The column-split kernel (large batches) computes what the one-core kernel computes."""
+    from ninjagrad.engines import fast_kernels as K
+
+    model, X, Y, ix = setup(B=40, H=37, dtype=torch.float64)
+    engine = make_fast_engine(model, X, Y)
+    ixn = ix.numpy()
+    out = []
+    for kernel, blocks in ((K.train_step, K.column_blocks(37, 1)), (K.train_step_parallel, K.column_blocks(37, 3))):
+        loss = kernel(engine.params, engine.grads, engine._plan(40).bufs, engine.Xnp, engine.Ynp, ixn, 0.0, False, blocks)
+        out.append((loss, [g.copy() for g in engine.grads]))
+        K.clear_embedding_grad(engine.grads[0], engine.Xnp, ixn)
+    assert abs(out[0][0] - out[1][0]) <= 1e-13
+    for a, b in zip(out[0][1], out[1][1]):
+        assert np.abs(a - b).max() <= 1e-12 * max(np.abs(b).max(), 1.0)
+
+
+def test_vectorised_exp_and_tanh_are_accurate():
+    import numba
+
+    from ninjagrad.engines.fast_vecmath import exp32, tanh32
+
+    @numba.njit(error_model="numpy")
+    def apply(x, e, t):
+        for i in range(x.shape[0]):
+            e[i] = exp32(x[i])
+            t[i] = tanh32(x[i])
+
+    x = np.concatenate([np.linspace(-87, 0, 100_001), np.linspace(-12, 12, 100_001),
+                        np.linspace(-1e-3, 1e-3, 1001), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    e, t = np.empty_like(x), np.empty_like(x)
+    apply(x, e, t)
+    ulp = np.spacing(np.float32(1.0))  # 2^-23
+    x64 = x.astype(np.float64)
+    ref_e = np.exp(x64)
+    normal = x <= 0
+    assert (np.abs(e[normal] - ref_e[normal]) / ref_e[normal]).max() <= 4 * ulp
+    ref_t = np.tanh(x64)
+    nz = ref_t != 0
+    assert (np.abs(t[nz] - ref_t[nz]) / np.abs(ref_t[nz])).max() <= 4 * ulp
+    assert t[-4] == 0.0 and not np.signbit(t[-4])  # tanh(+0) is +0
+
+
+def test_unsupported_model_and_optimizer_are_usage_errors():
+    class Other:
+        name = "wavenet"
+        params = {}
+
+    X, Y = torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(UsageError, match="wavenet"):
+        make_fast_engine(Other(), X, Y)
+
+    class Adam:
+        name = "adamw"
+
+    model, X, Y, _ = setup()
+    with pytest.raises(UsageError, match="adamw"):
+        FastEngine(model, X, Y, Adam())
+
+
+def test_bad_minibatch_index_raises():
+    model, X, Y, _ = setup(dtype=torch.float32)
+    engine = make_fast_engine(model, X, Y)
+    with pytest.raises((IndexError, ValueError)):
+        engine.loss_and_grads(torch.tensor([0, X.shape[0] + 5]))
+
+
+def test_cache_falls_back_when_no_folder_is_writable(monkeypatch):
+    import numba
+
+    from ninjagrad.engines import fast_jit
+
+    real = numba.njit
+
+    def picky(*args, cache=False, **kw):
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", picky)
+
+    @fast_jit.jit
+    def f(x):
+        return x + 1
+
+    assert f(1) == 2
+
+
+# --- the training loop ---------------------------------------------------------------------------
+
+def word_file(tmp_path, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghij"))
+    words = ["".join(rng.choice(letters, rng.integers(2, 7))) for _ in range(n)]
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(words) + "\n")
+    return path
+
+
+def run_cli(args):
+    from ninjagrad.cli import main
+
+    return main(args)
+
+
+def test_train_resume_equals_uninterrupted_run(tmp_path):
+    from ninjagrad.checkpoint import load_checkpoint
+
+    data = word_file(tmp_path)
+    common = ["train", "--engine", "fast", "--data", str(data), "--n-hidden", "32", "--batch-size", "16",
+              "--device", "cpu", "--no-progress", "--samples", "2", "--verify-every", "25",
+              "--lr-decay-step", "40"]
+    assert run_cli(common + ["--steps", "60", "--out", str(tmp_path / "full")]) == 0
+    assert run_cli(common + ["--steps", "30", "--out", str(tmp_path / "half")]) == 0
+    # continue the 30-step run to 60 by editing its saved settings, as a longer run would
+    payload = load_checkpoint(tmp_path / "half")
+    payload["train_config"]["steps"] = 60
+    from ninjagrad.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "half" / "checkpoint.pt", {k: v for k, v in payload.items()
+                                                          if k not in ("format", "version")})
+    assert run_cli(["train", "--resume", str(tmp_path / "half"), "--no-progress"]) == 0
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "half")
+    for k, v in a["state"]["params"].items():
+        assert torch.equal(v, b["state"]["params"][k]), k
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["engine"] == "fast" and summary["steps"] == 60 and summary["train_seconds"] > 0
+
+
+def test_short_run_tracks_autograd(tmp_path):
+    data = word_file(tmp_path, n=400, seed=1)
+    losses = {}
+    for engine in ("fast", "autograd"):
+        out = tmp_path / engine
+        assert run_cli(["train", "--engine", engine, "--data", str(data), "--steps", "150", "--n-hidden", "32",
+                        "--device", "cpu", "--no-progress", "--samples", "0", "--out", str(out)]) == 0
+        losses[engine] = json.loads((out / "summary.json").read_text())["val_loss"]
+    assert abs(losses["fast"] - losses["autograd"]) <= 1e-3
+
+
+# --- the GPU path --------------------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA-graph engine needs a CUDA GPU; "
+                          "this PyTorch sees none")
+
+
+@cuda
+def test_cuda_graph_engine_matches_manual_engine():
+    from ninjagrad.engines.fast_cuda import FastCUDAEngine
+
+    model, X, Y, _ = setup(dtype=torch.float64, H=50)
+    model = MLP(model.config, {k: v.cuda() for k, v in model.params.items()})
+    twin = clone_model(model)
+    X, Y = X.cuda(), Y.cuda()
+    fast, manual = make_fast_engine(model, X, Y), make_engine("manual", twin, X, Y)
+    assert isinstance(fast, FastCUDAEngine)
+    g = torch.Generator().manual_seed(5)
+    for i in range(20):
+        ix = torch.randint(0, X.shape[0], (16,), generator=g).cuda()
+        lr = 0.1 if i < 10 else 0.01  # a new lr must not need a new graph
+        assert abs(fast.step(ix, lr) - manual.step(ix, lr)) <= 1e-10, i
+    for k in model.params:
+        assert rel(model.params[k], twin.params[k]) <= 1e-10, k
+    ix = torch.randint(0, X.shape[0], (16,), generator=g).cuda()
+    _, grads = fast.loss_and_grads(ix)
+    _, ref = autograd_loss_and_grads(model, X[ix], Y[ix])
+    for k in ("C", "W1", "W2", "bngain"):
+        assert rel(grads[k], ref[k]) <= 1e-10, k
+
+
+def test_plan_keeps_the_fastest_candidate():
+    from ninjagrad.engines.fast import Plan
+
+    plan = Plan(bufs=None, candidates=[("slow", None, 1), ("fast", None, 1)])
+    seconds = {"slow": 2.0, "fast": 1.0}
+    for _ in range(2 * Plan.TRIALS):
+        kernel, _ = plan.choose()
+        plan.record(seconds[kernel])
+    assert plan.choose()[0] == "fast" and plan.decided
+    assert plan.choose()[0] == "fast"
+
+
+def test_large_batch_runs_through_the_trials_and_matches_manual():
+    model, X, Y, _ = setup(dtype=torch.float64, H=64, N=3000)
+    twin = clone_model(model)
+    fast, manual = make_fast_engine(model, X, Y), make_engine("manual", twin, X, Y)
+    g = torch.Generator().manual_seed(3)
+    B = 2048  # B * H = 2^17: every candidate (one core, BLAS threads, parallel passes) gets its trials
+    for _ in range(10):
+        ix = torch.randint(0, X.shape[0], (B,), generator=g)
+        assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-11
+    assert fast.plans[B].decided
+    for k in model.params:
+        assert rel(model.params[k], twin.params[k]) <= 1e-10, k
