@@ -18,7 +18,9 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import Splits, Vocab, load_corpus, make_splits
+from .distributed import DataParallel
 from .engines import autograd_loss_and_grads, make_engine
+from .engines.data_parallel import DataParallelEngine
 from .errors import UsageError
 from .models import MODELS
 from .optim import OPTIMIZERS, lecture_lr, make_optimizer
@@ -44,6 +46,7 @@ class TrainConfig:
     num_samples: int = 20  # names to sample at the end
     optimizer: str | None = None  # sgd | adamw; None: the model's default (sgd for the lecture's MLP)
     model_config: dict = field(default_factory=dict)  # fields of the model's config dataclass
+    backward: str | None = None  # a learner's file defining backward(...) (exercise 4); sets engine "user"
 
     def decay_step(self) -> int:
         return self.steps // 2 if self.lr_decay_step is None else self.lr_decay_step
@@ -68,6 +71,8 @@ class TrainConfig:
         if self.model not in MODELS:
             raise UsageError(f"--model {self.model}: choose one of {', '.join(MODELS)}")
         check_device(self.device)
+        if self.backward is not None and not Path(self.backward).is_file():
+            raise UsageError(f"--backward {self.backward}: no such file; write one with `ninjagrad exercise 4 -o FILE`")
 
 
 def check_device(device: str):
@@ -140,18 +145,29 @@ class TrainingStopped(Exception):
 class Run:
     """Everything one training run needs, created fresh or restored from a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, splits: Splits, source: str, console=None):
+    def __init__(self, cfg: TrainConfig, out: Path, splits: Splits, source: str, console=None, dp=None):
         self.cfg = cfg
         self.out = out
         self.splits = splits
         self.source = source
         self.console = console
+        self.dp = dp  # a DataParallel when launched by torchrun with several processes, else None
+        self.writer = dp is None or dp.is_writer  # only one process writes the run folder
         dev = cfg.device
         self.Xtr, self.Ytr = splits.Xtr.to(dev), splits.Ytr.to(dev)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.model = build_model(cfg, len(splits.vocab), self.generator)
         optimizer = make_optimizer(cfg.optimizer or getattr(self.model, "default_optimizer", "sgd"))
-        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer)
+        if cfg.backward is not None:  # exercise 4: the learner's backward(...), verified by the grader
+            from .engines.user import UserEngine
+            self.engine = UserEngine(self.model, self.Xtr, self.Ytr, optimizer, path=cfg.backward)
+        else:
+            self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer)
+        if dp is not None:
+            if cfg.engine != "manual" or cfg.backward is not None:
+                raise UsageError(f"--engine {cfg.engine}: data-parallel runs all-reduce the manual engine's "
+                                 "gradients; use --engine manual")
+            self.engine = DataParallelEngine(self.engine, dp)
         self.step = 0  # steps done
         self.losses: list[float] = []
         self.evals: list[tuple[int, float, float]] = []
@@ -178,9 +194,11 @@ class Run:
 
     def save(self):
         self.sync()
+        self.saved_step = self.step
+        if not self.writer:
+            return
         ckpt.save_checkpoint(self.out / ckpt.FILENAME, self.payload())
         self.write_metrics()
-        self.saved_step = self.step
 
     def restore(self, payload: dict):
         self.model.load_state_dict(payload["state"])
@@ -221,6 +239,12 @@ class Run:
     def verify(self, ix):
         """Hold this step's gradients to autograd's on the same minibatch."""
         self.sync()
+        if hasattr(self.engine, "diagnose"):  # a learner's backward: the grader's verdicts and diagnosis
+            problem = self.engine.diagnose(ix)
+            if problem is not None:
+                raise TrainingStopped(f"step {self.step}: your backward disagrees with autograd: {problem}. "
+                                      f"Stopping; check one step with `ninjagrad check {self.cfg.backward}`")
+            return
         _, grads = self.engine.loss_and_grads(ix)
         _, ref = autograd_loss_and_grads(self.model, self.Xtr[ix], self.Ytr[ix])
         bad = grads_disagree(grads, ref, next(iter(self.model.params.values())).dtype)
@@ -235,8 +259,8 @@ class Run:
         N = self.Xtr.shape[0]
         decay = cfg.decay_step()
         while self.step < cfg.steps:
-            if stop_flag:
-                raise Interrupted(stop_flag[0])
+            if (self.dp.any(bool(stop_flag)) if self.dp is not None else stop_flag):
+                raise Interrupted(stop_flag[0] if stop_flag else signal.SIGTERM)
             i = self.step
             t0 = time.perf_counter()
             ix = torch.randint(0, N, (cfg.batch_size,), generator=self.generator).to(cfg.device)
@@ -276,28 +300,48 @@ def block_size_of(cfg: TrainConfig) -> int:
 
 
 def new_out_dir(out: str | None) -> Path:
+    """The run folder's path, checked but not yet created (see make_out_dir)."""
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path}: exists and is not a folder")
     if (path / ckpt.FILENAME).exists():
         raise UsageError(f"--out {path}: already holds a run; continue it with --resume {path} "
                          "or choose another --out")
+    return path
+
+
+def make_out_dir(path: Path):
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {path}: cannot create the folder ({e.strerror})") from None
-    return path
+
+
+def join_data_parallel(cfg: TrainConfig):
+    """The DataParallel of a torchrun launch (cfg.device becomes this process's device), else None."""
+    dp = DataParallel.from_env(cfg.device)
+    if dp is not None:
+        cfg.device = dp.device
+        dp.check_batch(cfg.batch_size)
+    return dp
 
 
 def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
     cfg.validate()
+    dp = join_data_parallel(cfg)
     words, source = load_corpus(cfg.data, cfg.year)
     splits = make_splits(words, block_size_of(cfg), source)
-    path = new_out_dir(out)
-    run = Run(cfg, path, splits, source, console)
+    if dp is None:
+        path = new_out_dir(out)
+    else:  # rank 0 makes the folder (its timestamp names it) and tells the others
+        path = Path(dp.broadcast(str(new_out_dir(out)) if dp.is_writer else None))
+    run = Run(cfg, path, splits, source, console, dp)  # may refuse the settings: no folder is made before
+    if run.writer:
+        make_out_dir(path)
     config = {"train": asdict(cfg), "model": run.model.config.to_dict(), "vocab": "".join(splits.vocab.itos),
               "data_source": source, "num_params": run.model.num_params()}
-    ckpt.atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
+    if run.writer:
+        ckpt.atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
     run.save()  # step 0: a good checkpoint exists from the start
     return run
 
@@ -310,11 +354,12 @@ def resume_run(run_dir: str, console=None) -> Run:
     except TypeError as e:
         raise UsageError(f"{path}: checkpoint settings unreadable ({e})") from None
     cfg.validate()
+    dp = join_data_parallel(cfg)
     words, source = load_corpus(cfg.data, cfg.year)
     splits = make_splits(words, block_size_of(cfg), source)
     if list(splits.vocab.itos) != list(payload["vocab"]):
         raise UsageError(f"{path}: the corpus {source} no longer gives the vocabulary this run was trained on")
-    run = Run(cfg, path, splits, source, console)
+    run = Run(cfg, path, splits, source, console, dp)
     try:
         run.restore(payload)
     except (KeyError, ValueError, RuntimeError) as e:
@@ -355,8 +400,9 @@ def finish(run: Run) -> dict:
               for name in ("train", "val", "test")}
     g = torch.Generator(device="cpu").manual_seed(cfg.seed + 10)  # the lecture samples with seed + 10
     samples = sample_words(run.model, run.splits.vocab, cfg.num_samples, g)
-    ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
-    plot_losses(run.losses, run.out / "loss.png")
+    if run.writer:
+        ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
+        plot_losses(run.losses, run.out / "loss.png")
     summary = {
         "train_loss": losses["train"], "val_loss": losses["val"], "test_loss": losses["test"],
         "steps": run.step, "train_seconds": run.train_seconds,
@@ -364,7 +410,10 @@ def finish(run: Run) -> dict:
         "engine": cfg.engine, "model": cfg.model, "num_params": run.model.num_params(),
         "data_source": run.source, "device": cfg.device, "dtype": cfg.dtype, "torch": torch.__version__,
     }
-    ckpt.atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if run.dp is not None:
+        summary["processes"] = run.dp.world_size
+    if run.writer:
+        ckpt.atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     summary["samples"] = samples
     return summary
 
@@ -384,7 +433,7 @@ def execute(run: Run, show_progress: bool = True) -> dict:
     try:
         progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:,.0f} steps/s"),
-                            TimeRemainingColumn(), console=run.console, disable=not show_progress, transient=False)
+                            TimeRemainingColumn(), console=run.console, disable=not (show_progress and run.writer), transient=False)
         with progress:
             task = progress.add_task("train", total=run.cfg.steps, completed=run.step, loss=float("nan"), rate=0.0)
             every = 100
@@ -404,4 +453,8 @@ def execute(run: Run, show_progress: bool = True) -> dict:
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
-    return finish(run)
+    try:
+        return finish(run)
+    finally:
+        if run.dp is not None:
+            run.dp.close()
