@@ -76,9 +76,11 @@ def test_float32_gradients_match_manual_engine(B, T, E, H, V, seed):
         # Both engines are held to the float64 truth. When the batch's examples are all alike, the
         # variance is ~0 and 1/sqrt(var + eps) ~ 316 magnifies float32 rounding in *both* of them;
         # then the fast engine may be off by up to twice what the manual engine is off by.
+        # b1's true gradient is 0: both engines return what is left of a batch sum that cancels, and
+        # they sum in different orders, so there the allowance over the manual engine's noise is 3x.
         own = (grads[k].double() - t).abs().max().item()
         manual_off = (ref[k].double() - t).abs().max().item()
-        assert own <= max(tol, 2 * manual_off), k
+        assert own <= max(tol, (3 if k == "b1" else 2) * manual_off), k
         assert (grads[k] - ref[k]).abs().max().item() <= 3 * max(tol, manual_off), k
 
 
@@ -115,6 +117,7 @@ def test_steps_match_manual_engine(dtype, tol):
         ix = torch.randint(0, X.shape[0], (16,), generator=g)
         lf, lm = fast.step(ix, 0.1), manual.step(ix, 0.1)
         assert abs(lf - lm) <= 10 * tol * abs(lm), i
+    fast.sync_to_model()  # the engine updates its own copy; train.py syncs before it reads the model
     for k in model.params:
         assert rel(model.params[k], twin.params[k]) <= 10 * tol, k
 
@@ -128,9 +131,10 @@ def test_parallel_kernel_matches_serial():
     ixn = ix.numpy()
     out = []
     for kernel, blocks in ((K.train_step, K.column_blocks(37, 1)), (K.train_step_parallel, K.column_blocks(37, 3))):
-        loss = kernel(engine.params, engine.grads, engine._plan(40).bufs, engine.Xnp, engine.Ynp, ixn, 0.0, False, blocks)
-        out.append((loss, [g.copy() for g in engine.grads]))
-        K.clear_embedding_grad(engine.grads[0], engine.Xnp, ixn)
+        loss = kernel(engine.P, engine.G, *engine._plan(40).bufs, engine.dims, engine.Xnp, engine.Ynp, ixn, 0.0,
+                      False, blocks)
+        out.append((loss, [g.copy() for g in engine.gviews.values()]))
+        K.clear_embedding_grad(engine.gviews["C"], engine.Xnp, ixn)
     assert abs(out[0][0] - out[1][0]) <= 1e-13
     for a, b in zip(out[0][1], out[1][1]):
         assert np.abs(a - b).max() <= 1e-12 * max(np.abs(b).max(), 1.0)
@@ -310,5 +314,41 @@ def test_large_batch_runs_through_the_trials_and_matches_manual():
         ix = torch.randint(0, X.shape[0], (B,), generator=g)
         assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-11
     assert fast.plans[B].decided
+    fast.sync_to_model()
     for k in model.params:
         assert rel(model.params[k], twin.params[k]) <= 1e-10, k
+
+
+def test_engine_keeps_its_own_copy_until_synced():
+    """The engine updates its own parameters (W2 kept transposed); sync_to_model writes them into the
+    model, and sync_from_model takes the model's (a resume) for the next step."""
+    model, X, Y, ix = setup(dtype=torch.float64, H=20)
+    before = {k: v.clone() for k, v in model.params.items()}
+    twin = clone_model(model)
+    fast, manual = make_fast_engine(model, X, Y), make_engine("manual", twin, X, Y)
+    fast.step(ix, 0.1), manual.step(ix, 0.1)
+    assert all(torch.equal(model.params[k], before[k]) for k in model.params)  # not yet written back
+    fast.sync_to_model()
+    for k in model.params:
+        assert rel(model.params[k], twin.params[k]) <= 1e-12, k
+    with torch.no_grad():  # the model changes behind the engine's back, as a resume changes it
+        for k in model.params:
+            model.params[k].copy_(before[k])
+            twin.params[k].copy_(before[k])
+    fast.sync_from_model()
+    assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-12
+    fast.sync_to_model()
+    for k in model.params:
+        assert rel(model.params[k], twin.params[k]) <= 1e-12, k
+
+
+def test_vocabulary_beyond_one_byte_matches_autograd():
+    """Over 256 characters the training set is held as int32 rather than uint8: the same gradients."""
+    model, X, Y, ix = setup(B=16, H=24, V=300, N=400)
+    fast = make_fast_engine(model, X, Y)
+    assert fast.XY.dtype == np.int32
+    loss, grads = fast.loss_and_grads(ix)
+    ref_loss, ref = autograd_loss_and_grads(model, X[ix], Y[ix])
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    for k in ("C", "W1", "W2", "b2", "bngain", "bnbias"):
+        assert (grads[k] - ref[k]).abs().max().item() <= 1e-10 * ref[k].abs().max().item(), k

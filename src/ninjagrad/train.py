@@ -258,12 +258,16 @@ class Run:
         cfg = self.cfg
         N = self.Xtr.shape[0]
         decay = cfg.decay_step()
+        device = torch.device(cfg.device)
+        on_cpu = device.type == "cpu"  # then the indices are where they must be: skip .to (~0.5 µs a step)
         while self.step < cfg.steps:
             if (self.dp.any(bool(stop_flag)) if self.dp is not None else stop_flag):
                 raise Interrupted(stop_flag[0] if stop_flag else signal.SIGTERM)
             i = self.step
             t0 = time.perf_counter()
-            ix = torch.randint(0, N, (cfg.batch_size,), generator=self.generator).to(cfg.device)
+            ix = torch.randint(0, N, (cfg.batch_size,), generator=self.generator)
+            if not on_cpu:
+                ix = ix.to(device)
             if cfg.verify_every and i % cfg.verify_every == 0:
                 self.train_seconds += time.perf_counter() - t0
                 self.verify(ix)

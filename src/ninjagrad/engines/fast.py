@@ -6,8 +6,9 @@ update run in one numba function over buffers allocated once (fast_kernels.py); 
 to BLAS from inside it, and exp/tanh are vectorised (fast_vecmath.py). It computes the same
 gradients as ops.py, which tests/test_fast_engine.py holds it to.
 
-The parameters stay in the model's own tensors: the kernels work on NumPy views of their memory,
-so the model is always up to date and checkpoints, evaluation and sampling see every step.
+The engine keeps its own copy of the parameters, with W2 transposed, in one flat array (as few
+arguments as possible: numba unboxes each array on every call); `sync_to_model` copies it into the
+model's tensors, and train.py calls it before every checkpoint, evaluation and verification.
 
 On a CUDA device `make_fast_engine` returns the CUDA-graph engine of fast_cuda.py instead.
 
@@ -106,7 +107,8 @@ class Plan:
                 self.candidates, self.decided = [self.candidates[i]], True
                 i = 0
         kernel, blocks, threads = self.candidates[i]
-        set_blas_threads(threads)  # every step: another engine in this process may have changed it
+        if threads != _blas_threads:  # checked every step: another engine in this process may change it
+            set_blas_threads(threads)
         self._last = i
         return kernel, blocks
 
@@ -135,38 +137,52 @@ class FastEngine(Engine):
         # The kernels index without bounds checks, so check the data once here.
         if Xtr.numel() and (int(Xtr.min()) < 0 or int(Xtr.max()) >= V or int(Ytr.min()) < 0 or int(Ytr.max()) >= V):
             raise UsageError(f"--engine fast: the training set holds characters outside the vocabulary of {V}")
-        self.Xnp = np.ascontiguousarray(Xtr.cpu().numpy(), dtype=np.int64)  # (N, T)
-        self.Ynp = np.ascontiguousarray(Ytr.cpu().numpy(), dtype=np.int64)  # (N,)
+        # Each example's context and target side by side, in the smallest integer type that holds the
+        # vocabulary: the minibatch's rows are random, and at 4 bytes an example (uint8) the lecture's
+        # whole training set fits in a core's L2 cache, where as int64 it was 5.8 MB of cache misses.
+        self.XY = np.empty((Xtr.shape[0], Xtr.shape[1] + 1), np.uint8 if V <= 256 else np.int32)  # (N, T+1)
+        self.XY[:, :-1] = Xtr.cpu().numpy()
+        self.XY[:, -1] = Ytr.cpu().numpy()
+        self.Xnp, self.Ynp = self.XY[:, :-1], self.XY[:, -1]  # (N, T), (N,): views
         self.np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        cfg = model.config
+        self.dims = np.array([V, cfg.n_embd, cfg.n_hidden], np.int64)  # (V, E, H), as the kernels take them
+        offs = self.kernels.param_offsets(V, cfg.n_embd, cfg.block_size * cfg.n_embd, cfg.n_hidden)
+        # The engine's own copy of the parameters (W2 transposed) and their gradients, in two arenas;
+        # dC stays all zero between steps (see the kernels), and so do the gaps between pieces.
+        self.P = np.zeros(offs[-1], self.np_dtype)
+        self.G = np.zeros(offs[-1], self.np_dtype)
+        self.pviews = self._views(self.P, offs)
+        self.gviews = self._views(self.G, offs)
         self.sync_from_model()
-        p = self.params
-        # Gradients, shaped like the parameters but dW2 transposed (V, H); dC stays all zero between
-        # steps (see the kernels).
-        self.grads = tuple(np.zeros_like(a) for a in p[:3]) + (np.zeros_like(p[7]),) + tuple(
-            np.zeros_like(a) for a in p[4:7])
         self.plans = {}
         self._warm_up()
 
-    # --- parameters: NumPy views of the model's tensors --------------------------------------
+    # --- parameters: the engine's copy in the arena -------------------------------------------
+
+    def _views(self, arena, offs) -> dict:
+        """NumPy views of an arena's pieces, by the model's parameter names (W2 as W2^T, (V, H))."""
+        shapes = {k: tuple(t.shape) for k, t in self.model.params.items()}
+        shapes["W2"] = shapes["W2"][::-1]
+        order = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")  # the kernels' order (param_offsets)
+        return {k: arena[offs[i]:offs[i] + int(np.prod(shapes[k]))].reshape(shapes[k]) for i, k in enumerate(order)}
 
     def sync_from_model(self):
-        """Point the kernels at the model's parameter tensors and copy W2 into the kernels' W2^T.
+        """Copy the model's parameters into the engine's arena (W2 transposed).
 
         Call it after anything other than this engine changes the parameters (a resume does)."""
-        from ..models.mlp import PARAM_NAMES
-
-        views = []
-        for k in PARAM_NAMES:
-            t = self.model.params[k]
-            if not t.is_contiguous():
-                self.model.params[k] = t = t.contiguous()
-            a = t.detach().numpy()  # shares memory with the tensor
-            views.append(a.reshape(-1) if a.ndim == 1 or k in ("bngain", "bnbias") else a)
-        W2T = np.ascontiguousarray(views[3].T)  # (V, H): the kernels keep it equal to W2^T
-        self.params = tuple(views) + (W2T,)  # (C, W1, b1, W2, b2, bngain, bnbias, W2T); vectors flat
+        for k, v in self.pviews.items():
+            t = self.model.params[k].detach()
+            v[...] = (t.T if k == "W2" else t).numpy()
 
     def sync_to_model(self):
-        """Nothing to copy: every update is made in the model's own tensors."""
+        """Copy the engine's parameters into the model's tensors (in place: same tensors, new values).
+
+        train.py calls it before every checkpoint, evaluation and verification, and at the end."""
+        with torch.no_grad():
+            for k, v in self.pviews.items():
+                t = self.model.params[k]
+                t.copy_(torch.from_numpy(v).T if k == "W2" else torch.from_numpy(v).view(t.shape))
 
     # --- buffers and kernels, per batch size ------------------------------------------------
 
@@ -178,18 +194,8 @@ class FastEngine(Engine):
             raise ValueError(f"the fast engine needs a batch of at least 2 (batchnorm's n-1), got {B}")
         cfg = self.model.config
         K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
-        dt = self.np_dtype
-        bufs = (
-            np.empty((B, K), dt),  # embcat
-            np.empty((B, K), dt),  # dembcat
-            np.empty((B, H), dt),  # hprebn, then xhat
-            np.empty((B, H), dt),  # h
-            np.empty((B, H), dt),  # dh, then dhpreact, then dhprebn
-            np.empty((B, V), dt),  # logits, then dlogits
-            np.empty(B, np.int64),  # Yb
-            np.empty(H, dt),  # batch mean
-            np.empty(H, dt),  # batch 1/sqrt(var + eps)
-        )
+        work = np.empty(self.kernels.work_offsets(B, K, H, V)[-1], self.np_dtype)  # activations
+        bufs = (work, np.empty(B, np.int64))  # (activations, the batch's targets Yb)
         # One core for small steps, where waking threads costs more than it saves. For large ones
         # three ways are tried on the first steps and the fastest is kept: one core; BLAS on all
         # cores; BLAS and the (B, H) passes on all cores. On a machine whose cores are busy with
@@ -204,14 +210,18 @@ class FastEngine(Engine):
         return self.plans[B]
 
     def _run(self, ix: torch.Tensor, lr: float, update: bool) -> float:
-        if ix.dtype != torch.int64 or ix.device.type != "cpu":
+        if ix.dtype != torch.int64 or not ix.is_cpu:
             ix = ix.to("cpu", torch.int64)
         ixn = ix.numpy()
         plan = self.plans.get(ixn.shape[0]) or self._plan(ixn.shape[0])
-        kernel, blocks = plan.choose()
-        t = time.perf_counter()
-        loss = kernel(self.params, self.grads, plan.bufs, self.Xnp, self.Ynp, ixn, lr, update, blocks)
-        plan.record(time.perf_counter() - t)
+        if plan.decided:  # the common case, kept short: at the lecture's shapes each µs is ~2% of a step
+            kernel, blocks = plan.choose()
+            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixn, lr, update, blocks)
+        else:
+            kernel, blocks = plan.choose()
+            t = time.perf_counter()
+            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixn, lr, update, blocks)
+            plan.record(time.perf_counter() - t)
         if loss != loss and not (0 <= ixn.min() and ixn.max() < self.Xnp.shape[0]):  # nothing was computed
             raise IndexError(f"minibatch indices outside the training set of {self.Xnp.shape[0]}")
         return loss
@@ -227,8 +237,8 @@ class FastEngine(Engine):
         ix = np.zeros(2, np.int64)
         bufs = self._plan(2).bufs
         blocks = self.kernels.column_blocks(self.model.config.n_hidden, 1)
-        self.kernels.train_step(self.params, self.grads, bufs, self.Xnp, self.Ynp, ix, 0.0, False, blocks)
-        self.kernels.clear_embedding_grad(self.grads[0], self.Xnp, ix)
+        self.kernels.train_step(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix, 0.0, False, blocks)
+        self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix)
         for sig in self.kernels.train_step.signatures:
             self.kernels.train_step_parallel.compile(sig)
 
@@ -238,14 +248,13 @@ class FastEngine(Engine):
         return self._run(ix, lr, True)
 
     def loss_and_grads(self, ix):
-        from ..models.mlp import PARAM_NAMES
-
         loss = self._run(ix, 0.0, False)
         grads = {}
-        for k, g, t in zip(PARAM_NAMES, self.grads, (self.model.params[k] for k in PARAM_NAMES)):
+        for k, g in self.gviews.items():
+            t = self.model.params[k]
             g = g.T if k == "W2" else g  # the kernels make dW2 transposed
             grads[k] = torch.from_numpy(np.array(g, order="C")).view(t.shape)  # a copy: buffers are reused
-        self.kernels.clear_embedding_grad(self.grads[0], self.Xnp, ix.to("cpu", torch.int64).numpy())
+        self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix.to("cpu", torch.int64).numpy())
         return loss, grads
 
 
