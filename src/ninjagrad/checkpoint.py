@@ -16,14 +16,14 @@ VERSION = 1
 FILENAME = "checkpoint.pt"
 
 
-def atomic_write_bytes(path: Path, data: bytes):
-    """Write to a temporary file in the same folder, then rename over `path`: a reader sees the old
-    file or the new one, never half of one, even if the process dies mid-write."""
+def atomic_write(path: Path, write):
+    """Call `write(f)` on a temporary file in the same folder, then rename it over `path`: a reader
+    sees the old file or the new one, never half of one, even if the process dies mid-write."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -34,23 +34,12 @@ def atomic_write_bytes(path: Path, data: bytes):
 
 
 def atomic_write_text(path: Path, text: str):
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path: Path, payload: dict):
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import UsageError
+from .textfile import read_utf8
 
 DEFAULT_YEAR = 2017
 SPLIT_SEED = 42  # the lecture's random.seed(42) before shuffling the words
@@ -64,21 +65,7 @@ def load_babynames(year: int | None = None) -> list[str]:
 def load_words(path: str | Path) -> list[str]:
     """Read one word per line; blank lines are skipped, anything else malformed is an error."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, expected a text file with one word per line") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UsageError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
-    if text.startswith("\ufeff"):  # a byte-order mark from some editors
-        text = text[1:]
+    text = read_utf8(path, "a text file with one word per line")
     words = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         word = line.strip()

@@ -4,23 +4,12 @@ from __future__ import annotations
 import ast
 
 from ..errors import UsageError
+from ..textfile import read_utf8
 from .exercises import exercise_of_file, get_exercise
 
 
 def read_source(path: str) -> str:
-    try:
-        raw = open(path, "rb").read()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory; give a Python file") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UsageError(f"{path}:{line}: not UTF-8; save the file as UTF-8") from None
+    return read_utf8(path, "a Python file")
 
 
 def precheck(path: str, exercise: int | None, forward: str | None = None) -> int | None:
