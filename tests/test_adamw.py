@@ -77,3 +77,17 @@ def test_state_survives_a_checkpoint_exactly():
 
 def test_registered():
     assert OPTIMIZERS["adamw"] is AdamW and isinstance(make_optimizer("adamw"), AdamW)
+
+
+def test_weight_decay_flag_reaches_the_optimizer_and_the_checkpoint(small_words, tmp_path):
+    from ninjagrad.checkpoint import load_checkpoint
+    from ninjagrad.cli import main
+
+    out = tmp_path / "wd"
+    args = ["train", "--data", str(small_words), "--steps", "5", "--n-hidden", "16", "--optimizer", "adamw",
+            "--weight-decay", "0.3", "--out", str(out), "--no-progress", "--samples", "1"]
+    assert main(args) == 0
+    assert load_checkpoint(out)["optimizer"]["weight_decay"] == 0.3
+    assert main(["train", "--data", str(small_words), "--steps", "5", "--weight-decay", "0.3",
+                 "--out", str(tmp_path / "sgd"), "--no-progress"]) == 2  # SGD has no weight decay
+    assert not (tmp_path / "sgd").exists()

@@ -36,6 +36,7 @@ def add_train(sub):
     g.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
                    help="parameter update (default: the model's; sgd for mlp and wavenet, adamw for transformer)")
+    g.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay on matrices (default 0.01)")
     g.add_argument("--lr", type=float, help="learning rate; a tenth of it for the second half "
                    "(default: 0.1 with sgd, 1e-3 with adamw)")
     g.add_argument("--backward", metavar="FILE", help="train with your own backward(...) from FILE (exercise 4), "
@@ -60,7 +61,7 @@ TRAIN_FLAGS = {"data": "data", "year": "year", "model": "model", "engine": "engi
                "batch_size": "batch_size", "lr": "lr", "lr_decay_step": "lr_decay_step", "seed": "seed",
                "device": "device", "dtype": "dtype", "eval_every": "eval_every", "verify_every": "verify_every",
                "checkpoint_every": "checkpoint_every", "samples": "num_samples", "optimizer": "optimizer",
-               "backward": "backward"}
+               "weight_decay": "weight_decay", "backward": "backward"}
 MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size",
                "n_layer": "n_layer", "n_head": "n_head"}
 

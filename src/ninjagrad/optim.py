@@ -89,5 +89,8 @@ def lecture_lr(step: int, lr: float, decay_step: int) -> float:
 OPTIMIZERS = {"sgd": SGD, "adamw": AdamW}
 
 
-def make_optimizer(name: str):
-    return OPTIMIZERS[name]()
+def make_optimizer(name: str, weight_decay: float | None = None):
+    """The named optimizer; `weight_decay` (AdamW only) overrides its default."""
+    if weight_decay is None:
+        return OPTIMIZERS[name]()
+    return OPTIMIZERS[name](weight_decay=weight_decay)

