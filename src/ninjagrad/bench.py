@@ -241,21 +241,7 @@ def dC_table(repeats: int, shapes=None) -> list[dict]:
     return rows
 
 
-# --- the subcommand --------------------------------------------------------------------------------
-
-def add_bench(sub):
-    p = sub.add_parser("bench", help="time the engines and settle the lecture's dC debate",
-                       description="Time each engine's training step (median of repeats, engines taking "
-                                   "turns) and the ways to compute dC, each checked against autograd.")
-    p.add_argument("--steps", type=int, default=500, help="steps per repeat, for every engine (default 500)")
-    p.add_argument("--repeats", type=int, default=7, help="repeats; each figure is their median (default 7, at least 5)")
-    p.add_argument("--scaling", action="store_true", help="also time batch 32/256/4096 x n_hidden 200/1024")
-    p.add_argument("--no-dc", action="store_true", help="skip the dC comparison")
-    p.add_argument("--torch-threads", type=int, help="threads for torch's engines (default: torch's own, one per "
-                   "core); 1 is fairer on a machine whose cores are busy with other work")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.set_defaults(func=cmd_bench)
-
+# --- the subcommand (its flags are in cli.py) ------------------------------------------------------
 
 def run_bench(steps: int, repeats: int, scaling: bool = False, dc: bool = True) -> dict:
     out = {"machine": machine(), "steps_per_repeat": steps, "repeats": repeats}

@@ -188,11 +188,32 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# --- bench ---------------------------------------------------------------------------------
+
+def add_bench(sub):
+    p = sub.add_parser("bench", help="time the engines and settle the lecture's dC debate",
+                       description="Time each engine's training step (median of repeats, engines taking "
+                                   "turns) and the ways to compute dC, each checked against autograd.")
+    p.add_argument("--steps", type=int, default=500, help="steps per repeat, for every engine (default 500)")
+    p.add_argument("--repeats", type=int, default=7, help="repeats; each figure is their median (default 7, at least 5)")
+    p.add_argument("--scaling", action="store_true", help="also time batch 32/256/4096 x n_hidden 200/1024")
+    p.add_argument("--no-dc", action="store_true", help="skip the dC comparison")
+    p.add_argument("--torch-threads", type=int, help="threads for torch's engines (default: torch's own, one per "
+                   "core); 1 is fairer on a machine whose cores are busy with other work")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_bench)
+
+
+
+def cmd_bench(args) -> int:
+    from .bench import cmd_bench as run  # torch and the engines load only when a bench runs
+
+    return run(args)
+
+
 # --- the parser ------------------------------------------------------------------------------
 
 from .check.commands import COMMANDS as CHECK_COMMANDS  # noqa: E402 -- exercise, check, hint, explain
-
-from .bench import add_bench  # noqa: E402
 
 COMMANDS = [add_train, add_sample, *CHECK_COMMANDS, add_bench]
 
