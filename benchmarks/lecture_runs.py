@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from ninjagrad.bench import machine
 from ninjagrad.train import TrainConfig, execute, start_run
 
