@@ -131,8 +131,8 @@ def test_parallel_kernel_matches_serial():
     ixn = ix.numpy()
     out = []
     for kernel, blocks in ((K.train_step, K.column_blocks(37, 1)), (K.train_step_parallel, K.column_blocks(37, 3))):
-        loss = kernel(engine.P, engine.G, *engine._plan(40).bufs, engine.dims, engine.Xnp, engine.Ynp, ixn, 0.0,
-                      False, blocks)
+        loss = kernel(engine.P, engine.G, *engine._plan(40).bufs, engine.dims, engine.Xnp, engine.Ynp,
+                      ixn.ctypes.data, 0.0, False, blocks)  # the kernels take the indices' address
         out.append((loss, [g.copy() for g in engine.gviews.values()]))
         K.clear_embedding_grad(engine.gviews["C"], engine.Xnp, ixn)
     assert abs(out[0][0] - out[1][0]) <= 1e-13
@@ -188,6 +188,21 @@ def test_bad_minibatch_index_raises():
     engine = make_fast_engine(model, X, Y)
     with pytest.raises((IndexError, ValueError)):
         engine.loss_and_grads(torch.tensor([0, X.shape[0] + 5]))
+
+
+def test_strided_and_int32_indices_read_the_right_rows():
+    """The kernels read the indices from their address: a strided view or another integer dtype must be
+    copied to contiguous int64 first, or the step would read the wrong rows of the training set."""
+    model, X, Y, ix = setup(B=16)
+    twin = clone_model(model)
+    wide = torch.stack([ix, torch.zeros_like(ix)], 1)  # (B, 2): its column 0 is ix with a stride of 2
+    a, b = make_fast_engine(model, X, Y), make_fast_engine(twin, X, Y)
+    for view in (wide[:, 0], ix.to(torch.int32)):
+        assert a.step(view, 0.1) == b.step(ix.clone(), 0.1)
+    a.sync_to_model()
+    b.sync_to_model()
+    for k in model.params:
+        assert torch.equal(model.params[k], twin.params[k]), k
 
 
 def test_cache_falls_back_when_no_folder_is_writable(monkeypatch):

@@ -210,20 +210,23 @@ class FastEngine(Engine):
         return self.plans[B]
 
     def _run(self, ix: torch.Tensor, lr: float, update: bool) -> float:
-        if ix.dtype != torch.int64 or not ix.is_cpu:
-            ix = ix.to("cpu", torch.int64)
-        ixn = ix.numpy()
-        plan = self.plans.get(ixn.shape[0]) or self._plan(ixn.shape[0])
+        # The kernel reads the indices in place, from their address: B contiguous int64s on the CPU.
+        if ix.dtype is not torch.int64 or not ix.is_cpu or not ix.is_contiguous():
+            ix = ix.to("cpu", torch.int64).contiguous()
+        B = ix.shape[0]
+        plan = self.plans.get(B) or self._plan(B)
         if plan.decided:  # the common case, kept short: at the lecture's shapes each µs is ~2% of a step
             kernel, blocks = plan.choose()
-            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixn, lr, update, blocks)
+            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ix.data_ptr(), lr, update, blocks)
         else:
             kernel, blocks = plan.choose()
             t = time.perf_counter()
-            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixn, lr, update, blocks)
+            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ix.data_ptr(), lr, update, blocks)
             plan.record(time.perf_counter() - t)
-        if loss != loss and not (0 <= ixn.min() and ixn.max() < self.Xnp.shape[0]):  # nothing was computed
-            raise IndexError(f"minibatch indices outside the training set of {self.Xnp.shape[0]}")
+        if loss != loss:  # nothing was computed, or the loss itself is nan
+            ixn = ix.numpy()
+            if not (0 <= ixn.min() and ixn.max() < self.Xnp.shape[0]):
+                raise IndexError(f"minibatch indices outside the training set of {self.Xnp.shape[0]}")
         return loss
 
     def _warm_up(self):
@@ -237,7 +240,8 @@ class FastEngine(Engine):
         ix = np.zeros(2, np.int64)
         bufs = self._plan(2).bufs
         blocks = self.kernels.column_blocks(self.model.config.n_hidden, 1)
-        self.kernels.train_step(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix, 0.0, False, blocks)
+        self.kernels.train_step(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix.ctypes.data, 0.0, False,
+                                blocks)
         self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix)
         for sig in self.kernels.train_step.signatures:
             self.kernels.train_step_parallel.compile(sig)

@@ -5,7 +5,8 @@ compilation (a few seconds). numba writes its cache beside the source file, or, 
 is installed somewhere read-only, in the user's cache folder (~/.cache/numba, or NUMBA_CACHE_DIR).
 Where neither can be written, the kernels are compiled in memory at every start instead.
 numba checks only the cached function's own file for changes: after editing fast_vecmath.py alone,
-delete the engines' __pycache__ (or touch fast_kernels.py) so the kernels are compiled again.
+delete the engines' __pycache__ so the kernels are compiled again (touching fast_kernels.py is not
+enough: recent numba stamps the cache with a hash of the file's contents, not its time).
 """
 from __future__ import annotations
 

@@ -47,18 +47,31 @@ def _pow2(n):
     return _int32_bits_as_float32(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
 
 
-@jit(inline="always")
-def _expm1_parts(x):
-    """(2^n, exp(r) - 1) with x = n ln2 + r; exp(x) = 2^n (1 + q), expm1(x) = (2^n - 1) + 2^n q.
+# expm1(r) ~ r + r^2 (P0 + P1 r + P2 r^2 + P3 r^3 + P4 r^4) on |r| <= ln(2)/2: a least-squares fit of
+# (expm1(r) - r) / r^2 at 400 Chebyshev nodes of that interval, done in float64 with NumPy's
+# Polynomial.fit. Its relative error is 2.5e-8 (~0.2 ulp of float32); the Taylor series needs terms to
+# r^7 for the same, one multiply and one add more, and tanh runs this on every hidden unit every step.
+P0 = np.float32(0.5)
+P1 = np.float32(0.16666576266288757)
+P2 = np.float32(0.04166646674275398)
+P3 = np.float32(0.008363175205886364)
+P4 = np.float32(0.0013933643931522965)
 
-    q is the Taylor series of exp(r) - 1 to r^7; its truncation error is below 1e-8 relative.
-    """
-    x = min(max(x, X_MIN), X_MAX)
+
+@jit(inline="always")
+def _expm1_parts_unclamped(x):
+    """(2^n, exp(r) - 1) with x = n ln2 + r, for x in [X_MIN, X_MAX]: exp(x) = 2^n (1 + q),
+    expm1(x) = (2^n - 1) + 2^n q."""
     n = np.floor(x * LOG2E + np.float32(0.5))  # (float32, integral)
     r = (x - n * LN2_HI) - n * LN2_LO
-    q = r * (np.float32(1.0) + r * (np.float32(1 / 2) + r * (np.float32(1 / 6) + r * (np.float32(1 / 24) + r * (
-        np.float32(1 / 120) + r * (np.float32(1 / 720) + r * np.float32(1 / 5040)))))))
+    q = r + r * r * (P0 + r * (P1 + r * (P2 + r * (P3 + r * P4))))
     return _pow2(n), q
+
+
+@jit(inline="always")
+def _expm1_parts(x):
+    """The same for any x, clamped to [X_MIN, X_MAX] first."""
+    return _expm1_parts_unclamped(min(max(x, X_MIN), X_MAX))
 
 
 @jit(inline="always")
@@ -72,7 +85,7 @@ def exp32(x):
 def tanh32(x):
     """tanh(x) for a float32 x, vectorisable. Near 0 it goes through expm1, so no digits cancel."""
     a = min(np.abs(x), TANH_BIG)
-    s, q = _expm1_parts(np.float32(-2.0) * a)
+    s, q = _expm1_parts_unclamped(np.float32(-2.0) * a)  # -2a lies in [-18, 0]: no clamp needed
     em = (s - np.float32(1.0)) + s * q  # expm1(-2a), in (-1, 0]
     t = np.abs(em) / (np.float32(2.0) + em)  # abs, not -em: tanh(0) is +0, not -0
     return np.copysign(t, x)
