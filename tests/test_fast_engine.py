@@ -367,3 +367,15 @@ def test_vocabulary_beyond_one_byte_matches_autograd():
     assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
     for k in ("C", "W1", "W2", "b2", "bngain", "bnbias"):
         assert (grads[k] - ref[k]).abs().max().item() <= 1e-10 * ref[k].abs().max().item(), k
+
+
+def test_kernels_carry_the_hash_of_the_vector_math_they_inline():
+    """numba's cache of fast_kernels.py is keyed on that file alone; it must change when fast_vecmath.py does."""
+    import hashlib
+    from pathlib import Path
+
+    from ninjagrad.engines import fast_kernels
+
+    vecmath = Path(fast_kernels.__file__).with_name("fast_vecmath.py")
+    assert fast_kernels.VECMATH_SHA256 == hashlib.sha256(vecmath.read_bytes()).hexdigest(), (
+        "fast_vecmath.py changed: write its new sha256 into fast_kernels.VECMATH_SHA256")

@@ -4,9 +4,9 @@ Compiled machine code is cached on disk so that only the first run on a machine 
 compilation (a few seconds). numba writes its cache beside the source file, or, when the package
 is installed somewhere read-only, in the user's cache folder (~/.cache/numba, or NUMBA_CACHE_DIR).
 Where neither can be written, the kernels are compiled in memory at every start instead.
-numba checks only the cached function's own file for changes: after editing fast_vecmath.py alone,
-delete the engines' __pycache__ so the kernels are compiled again (touching fast_kernels.py is not
-enough: recent numba stamps the cache with a hash of the file's contents, not its time).
+numba checks only the cached function's own file for changes, by a hash of its contents: the
+kernels in fast_kernels.py inline fast_vecmath.py, so fast_kernels.py carries that file's hash
+(VECMATH_SHA256, kept current by a test) and any edit there recompiles them.
 """
 from __future__ import annotations
 

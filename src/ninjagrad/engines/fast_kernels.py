@@ -28,6 +28,11 @@ from numba.extending import intrinsic
 from .fast_jit import jit
 from .fast_vecmath import vexp, vtanh
 
+# numba keys the on-disk cache of these kernels on this file's contents alone, yet they inline
+# fast_vecmath's exp and tanh. That file's hash is written here so that editing it changes this
+# file too, and the cached machine code is rebuilt (tests/test_fast_engine.py holds them equal).
+VECMATH_SHA256 = "0c1dae40dd06e8c339502f4b9b0aff36cf6ec7183a0c5d8d4e564d5143b0d90f"
+
 BN_EPS = 1e-5  # the same as ops.BN_EPS
 
 
