@@ -2,21 +2,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ninjagrad.check.commands import hint_levels, static_nodes
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
 
 IDS = sorted(all_exercises())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_four_exercises():

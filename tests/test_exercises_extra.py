@@ -19,14 +19,6 @@ from ninjagrad.cli import main
 NEW = [5, 6, 7, 8, 9]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_new_exercises_are_listed():
     titles = {i: all_exercises()[i].title.lower() for i in NEW}
     assert "layernorm" in titles[5] and "step by step" in titles[5]

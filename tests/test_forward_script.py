@@ -22,14 +22,6 @@ NODES = ["logits", "h", "W2", "sig", "hpre", "b1", "W1"]  # every node, in backw
 SETUP = "x = param(torch.randn(4, 3))\nY = data(torch.randint(0, 3, (4,)))\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_example_passes_and_every_node_is_judged():
     rep = check_file(BACKWARD, forward=FORWARD)
     assert rep["summary"]["ok"], rep["results"]

@@ -74,16 +74,6 @@ def run_mutant(number, target, expect, old, new):
     return caught, got, others_ok, r
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("number,target,expect,old,new", MUTANTS,
                          ids=[f"ex{m[0]}-d{m[1]}-{m[2]}" for m in MUTANTS])
 def test_mutant_is_caught_with_the_right_kind(number, target, expect, old, new):
