@@ -130,10 +130,12 @@ def test_parallel_kernel_matches_serial():
     engine = make_fast_engine(model, X, Y)
     ixn = ix.numpy()
     out = []
-    for kernel, blocks in ((K.train_step, K.column_blocks(37, 1)), (K.train_step_parallel, K.column_blocks(37, 3))):
-        loss = kernel(engine.P, engine.G, *engine._plan(40).bufs, engine.dims, engine.Xnp, engine.Ynp,
-                      ixn.ctypes.data, 0.0, False, blocks)  # the kernels take the indices' address
-        out.append((loss, [g.copy() for g in engine.gviews.values()]))
+    losses = np.empty(1)
+    for kernel, blocks in ((K.train_steps, K.column_blocks(37, 1)), (K.train_steps_parallel, K.column_blocks(37, 3))):
+        done = kernel(engine.P, engine.G, *engine._plan(40).bufs, engine.dims, engine.Xnp, engine.Ynp,
+                      ixn.ctypes.data, 1, 0.0, False, blocks, losses)  # the kernels take the indices' address
+        assert done == 1
+        out.append((losses[0], [g.copy() for g in engine.gviews.values()]))
         K.clear_embedding_grad(engine.gviews["C"], engine.Xnp, ixn)
     assert abs(out[0][0] - out[1][0]) <= 1e-13
     for a, b in zip(out[0][1], out[1][1]):
@@ -264,6 +266,54 @@ def test_train_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(v, b["state"]["params"][k]), k
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["engine"] == "fast" and summary["steps"] == 60 and summary["train_seconds"] > 0
+
+
+@pytest.mark.parametrize("N", [7, 500, 182_625])
+def test_one_draw_of_n_minibatches_equals_n_draws(N):
+    """train.py draws a chunk's minibatches as one (n, B) tensor; that relies on torch's CPU generator
+    giving the same numbers as n draws of (B,), and leaving the same state behind."""
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    chunk = torch.randint(0, N, (9, 32), generator=a)
+    one_by_one = torch.stack([torch.randint(0, N, (32,), generator=b) for _ in range(9)])
+    assert torch.equal(chunk, one_by_one)
+    assert torch.equal(a.get_state(), b.get_state())
+
+
+def test_chunked_run_equals_one_step_at_a_time(tmp_path, monkeypatch):
+    """Chunks of steps (FastEngine.chunk_size) give the run one step a call gives: the same losses, evaluations
+    and parameters, with checkpoints, evaluations, verifications and the lr decay inside the run."""
+    from ninjagrad.checkpoint import load_checkpoint
+
+    data = word_file(tmp_path)
+    common = ["train", "--engine", "fast", "--data", str(data), "--n-hidden", "24", "--batch-size", "8",
+              "--device", "cpu", "--no-progress", "--samples", "0", "--steps", "230", "--checkpoint-every", "100",
+              "--eval-every", "70", "--verify-every", "45", "--lr-decay-step", "133"]
+    assert FastEngine.MAX_CHUNK > 1
+    assert run_cli(common + ["--out", str(tmp_path / "chunked")]) == 0
+    monkeypatch.setattr(FastEngine, "MAX_CHUNK", 1)
+    assert run_cli(common + ["--out", str(tmp_path / "single")]) == 0
+    a, b = load_checkpoint(tmp_path / "chunked"), load_checkpoint(tmp_path / "single")
+    assert torch.equal(a["losses"], b["losses"]) and len(a["losses"]) == 230
+    assert a["evals"] == b["evals"] and len(a["evals"]) == 3
+    assert torch.equal(a["rng"], b["rng"])
+    for k, v in a["state"]["params"].items():
+        assert torch.equal(v, b["state"]["params"][k]), k
+
+
+def test_chunks_stop_at_every_event():
+    from types import SimpleNamespace
+
+    from ninjagrad.train import Run, TrainConfig
+
+    cfg = TrainConfig(steps=1000, checkpoint_every=300, eval_every=250, verify_every=0, lr_decay_step=420)
+    run = SimpleNamespace(cfg=cfg, engine=SimpleNamespace(chunk_size=lambda B: 64))
+    lengths, i = [], 0
+    while i < cfg.steps:
+        n = Run.chunk_length(run, i)
+        assert all((j % 300) and (j % 250) and j != 420 for j in range(i + 1, i + n)), (i, n)
+        lengths.append(n)
+        i += n
+    assert i == cfg.steps and max(lengths) == 64 and lengths[:4] == [64, 64, 64, 58]
 
 
 def test_short_run_tracks_autograd(tmp_path):

@@ -1,8 +1,9 @@
 """`ninjagrad bench`: how fast each engine trains the lecture's MLP, and the lecture's dC debate.
 
 Figures on a shared machine are noisy, so every comparison is made inside one run: the engines take
-turns (one block of steps each, repeated), and each figure is the median of the repeats. A step is
-timed as the training loop times it: drawing the minibatch indices plus `engine.step`.
+turns (one block of steps each, repeated), and each figure is the median of the repeats. Steps are
+timed as the training loop runs them: the minibatch indices of `engine.chunk_size(B)` steps drawn at once, then
+`engine.steps` on them (one step a call for the torch engines; 64 for the fast engine at the lecture's shapes).
 
 The dC debate (the lecture's comments): how to accumulate the embedding's gradient,
 dC[v] = sum of demb over every position where X == v. Each way is timed and checked against autograd.
@@ -104,17 +105,22 @@ def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: fl
     """Seconds per step of each engine, `repeats` times, the engines taking turns."""
     g = torch.Generator().manual_seed(1)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run(e, steps):  # as train.py runs them: a chunk of minibatches drawn at once, then the engine's steps
+        done = 0
+        while done < steps:
+            n = min(e.chunk_size(B), steps - done)
+            e.steps(torch.randint(0, N, (n, B), generator=g).to(device), lr)
+            done += n
+
     for e in engines.values():  # warm caches, allocators and (for cuda) record the graphs
-        for _ in range(min(steps, 20)):
-            e.step(torch.randint(0, N, (B,), generator=g).to(device), lr)
+        run(e, min(steps, max(20, e.chunk_size(B))))
     times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(repeats):
         for name, e in engines.items():
             sync()
             t = time.perf_counter()
-            for _ in range(steps):
-                ix = torch.randint(0, N, (B,), generator=g).to(device)
-                e.step(ix, lr)
+            run(e, steps)
             sync()
             times[name].append((time.perf_counter() - t) / steps)
     return times

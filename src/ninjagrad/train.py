@@ -261,6 +261,21 @@ class Run:
                 f"step {self.step}: the {self.cfg.engine} engine's gradient of {name} disagrees with autograd "
                 f"(max abs diff {diff:.3g}); stopping. The last good checkpoint is in {self.out}")
 
+    def chunk_length(self, i: int) -> int:
+        """How many steps from step i can share one call to the engine: as many as it takes
+        (`engine.chunk_size`), but never past a step where something else happens (a checkpoint, an
+        evaluation, a verification, the learning rate's decay, the end), so that the run, its
+        checkpoints and its random minibatches are the same step for step as one step at a time."""
+        cfg = self.cfg
+        n = min(self.engine.chunk_size(cfg.batch_size), cfg.steps - i, cfg.checkpoint_every - i % cfg.checkpoint_every)
+        if cfg.eval_every:
+            n = min(n, cfg.eval_every - i % cfg.eval_every)
+        if cfg.verify_every:  # step i itself may be verified; the next verified step starts a chunk
+            n = min(n, cfg.verify_every - i % cfg.verify_every)
+        if i < cfg.decay_step():
+            n = min(n, cfg.decay_step() - i)
+        return max(n, 1)
+
     def train(self, stop_flag: list, on_progress=None):
         cfg = self.cfg
         N = self.Xtr.shape[0]
@@ -271,21 +286,27 @@ class Run:
             if (self.dp.any(bool(stop_flag)) if self.dp is not None else stop_flag):
                 raise Interrupted(stop_flag[0] if stop_flag else signal.SIGTERM)
             i = self.step
+            n = self.chunk_length(i)
             t0 = time.perf_counter()
-            ix = torch.randint(0, N, (cfg.batch_size,), generator=self.generator)
+            # n minibatches in one draw: torch's CPU generator fills the (n, B) tensor with the same
+            # numbers, in the same order, as n draws of (B,) (tests/test_train.py holds it to that)
+            ixs = torch.randint(0, N, (n, cfg.batch_size), generator=self.generator)
             if not on_cpu:
-                ix = ix.to(device)
+                ixs = ixs.to(device)
             if cfg.verify_every and i % cfg.verify_every == 0:
                 self.train_seconds += time.perf_counter() - t0
-                self.verify(ix)
+                self.verify(ixs[0])
                 t0 = time.perf_counter()
-            loss = self.engine.step(ix, lecture_lr(i, cfg.lr, decay))
+            losses = self.engine.steps(ixs, lecture_lr(i, cfg.lr, decay))
             self.train_seconds += time.perf_counter() - t0
-            if not math.isfinite(loss):
-                raise TrainingStopped(f"step {i}: the loss is {loss}; stopping (try a smaller --lr). "
-                                      f"The last good checkpoint, at step {self.saved_step}, is in {self.out}")
-            self.losses.append(loss)
-            self.step = i + 1
+            for k, loss in enumerate(losses):
+                if not math.isfinite(loss):
+                    self.losses.extend(losses[:k])
+                    self.step = i + k
+                    raise TrainingStopped(f"step {i + k}: the loss is {loss}; stopping (try a smaller --lr). The "
+                                          f"last good checkpoint, at step {self.saved_step}, is in {self.out}")
+            self.losses.extend(losses)
+            self.step = i + len(losses)
             if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 self.sync()
                 if not all(torch.isfinite(p).all() for p in self.model.params.values()):

@@ -25,6 +25,7 @@ import torch
 from ..errors import UsageError
 from .base import Engine
 
+CHUNK_ELEMENTS = 64 * 32 * 200  # B*H*steps of one call into the kernel, at most (see chunk_size)
 PARALLEL_MIN_ELEMENTS = 1 << 17  # B*H from which more threads may pay off: worth a few timed trial steps
 
 
@@ -118,9 +119,10 @@ class Plan:
 
 
 class FastEngine(Engine):
-    """numba + BLAS on the CPU; the step is `fast_kernels.train_step`."""
+    """numba + BLAS on the CPU; the steps are `fast_kernels.train_steps`."""
 
     name = "fast"
+    MAX_CHUNK = 64  # steps per call into the kernel at most: at the lecture's shapes, ~2 ms a call
 
     def __init__(self, model, Xtr, Ytr, optimizer=None):
         super().__init__(model, Xtr, Ytr, optimizer)
@@ -156,6 +158,7 @@ class FastEngine(Engine):
         self.gviews = self._views(self.G, offs)
         self.sync_from_model()
         self.plans = {}
+        self.losses = np.empty(self.MAX_CHUNK)  # the kernel's per-step losses
         self._warm_up()
 
     # --- parameters: the engine's copy in the arena -------------------------------------------
@@ -202,32 +205,39 @@ class FastEngine(Engine):
         # other work, threads that wait for each other can make all cores slower than one.
         n = numba.get_num_threads()
         one = self.kernels.column_blocks(H, 1)
-        candidates = [(self.kernels.train_step, one, 1)]
+        candidates = [(self.kernels.train_steps, one, 1)]
         if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
-            candidates += [(self.kernels.train_step, one, n),
-                           (self.kernels.train_step_parallel, self.kernels.column_blocks(H, n), n)]
+            candidates += [(self.kernels.train_steps, one, n),
+                           (self.kernels.train_steps_parallel, self.kernels.column_blocks(H, n), n)]
         self.plans = {B: Plan(bufs, candidates)}  # keep one: buffers can be big
         return self.plans[B]
 
-    def _run(self, ix: torch.Tensor, lr: float, update: bool) -> float:
-        # The kernel reads the indices in place, from their address: B contiguous int64s on the CPU.
-        if ix.dtype is not torch.int64 or not ix.is_cpu or not ix.is_contiguous():
-            ix = ix.to("cpu", torch.int64).contiguous()
-        B = ix.shape[0]
+    def _run(self, ixs: torch.Tensor, lr: float, update: bool) -> list[float]:
+        """Steps on the minibatches ixs, (n, B) or one (B,); the losses of the steps run."""
+        # The kernel reads the indices in place, from their address: n*B contiguous int64s on the CPU.
+        if ixs.dtype is not torch.int64 or not ixs.is_cpu or not ixs.is_contiguous():
+            ixs = ixs.to("cpu", torch.int64).contiguous()
+        n, B = (1, ixs.shape[0]) if ixs.dim() == 1 else ixs.shape
+        if n == 0:
+            return []
         plan = self.plans.get(B) or self._plan(B)
-        if plan.decided:  # the common case, kept short: at the lecture's shapes each µs is ~2% of a step
+        if len(self.losses) < n:
+            self.losses = np.empty(n)  # float64, whatever the parameters' dtype
+        args = (self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n, lr, update)
+        if plan.decided:  # the common case, kept short
             kernel, blocks = plan.choose()
-            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ix.data_ptr(), lr, update, blocks)
+            done = kernel(*args, blocks, self.losses)
         else:
             kernel, blocks = plan.choose()
             t = time.perf_counter()
-            loss = kernel(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ix.data_ptr(), lr, update, blocks)
-            plan.record(time.perf_counter() - t)
-        if loss != loss:  # nothing was computed, or the loss itself is nan
-            ixn = ix.numpy()
+            done = kernel(*args, blocks, self.losses)
+            plan.record((time.perf_counter() - t) / n)
+        losses = self.losses[:done].tolist()
+        if losses[-1] != losses[-1]:  # nothing was computed for that step, or the loss itself is nan
+            ixn = ixs.view(-1, B)[:done].numpy()
             if not (0 <= ixn.min() and ixn.max() < self.Xnp.shape[0]):
                 raise IndexError(f"minibatch indices outside the training set of {self.Xnp.shape[0]}")
-        return loss
+        return losses
 
     def _warm_up(self):
         """Compile (or load from numba's cache) both kernels now, so that no step pays for it.
@@ -240,19 +250,28 @@ class FastEngine(Engine):
         ix = np.zeros(2, np.int64)
         bufs = self._plan(2).bufs
         blocks = self.kernels.column_blocks(self.model.config.n_hidden, 1)
-        self.kernels.train_step(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix.ctypes.data, 0.0, False,
-                                blocks)
+        self.kernels.train_steps(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix.ctypes.data, 1, 0.0, False,
+                                 blocks, self.losses)
         self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix)
-        for sig in self.kernels.train_step.signatures:
-            self.kernels.train_step_parallel.compile(sig)
+        for sig in self.kernels.train_steps.signatures:
+            self.kernels.train_steps_parallel.compile(sig)
 
     # --- the Engine interface ------------------------------------------------------------------
 
+    def chunk_size(self, batch_size):
+        """Enough steps a call that the ~5 µs of Python and dispatch around each call vanish at the
+        lecture's shapes, and calls of a few milliseconds at most (a prompt progress bar and Ctrl-C):
+        64 steps at batch 32 x n_hidden 200, one step a call from batch 4096 x n_hidden 100 on."""
+        return max(1, min(self.MAX_CHUNK, CHUNK_ELEMENTS // (batch_size * self.model.config.n_hidden)))
+
     def step(self, ix, lr):
-        return self._run(ix, lr, True)
+        return self._run(ix, lr, True)[0]
+
+    def steps(self, ixs, lr):
+        return self._run(ixs, lr, True)
 
     def loss_and_grads(self, ix):
-        loss = self._run(ix, 0.0, False)
+        loss = self._run(ix, 0.0, False)[0]
         grads = {}
         for k, g in self.gviews.items():
             t = self.model.params[k]

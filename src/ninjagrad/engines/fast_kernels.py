@@ -11,7 +11,7 @@ Passes over the (B, H) activations are fused so each is read and written as few 
     linear_forward       logits = h W2            linear_backward      dh, dW2
     cross_entropy_fwd    + b2, loss, dlogits, db2 (made in the forward's passes, on logits^T)
 
-`train_step` runs them in that order and, when asked, applies the SGD update. Parameters, gradients
+`step_body` runs them in that order and, when asked, applies the SGD update. Parameters, gradients
 and activations live in three flat arenas (see param_offsets), so a call unboxes few arrays. Its loops over the
 hidden units use `prange`: the same function compiled with parallel=True splits the columns
 between cores (each core owns whole columns, so the batch sums need no locks); compiled without,
@@ -375,8 +375,8 @@ def step_body(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     return loss
 
 
-# The minibatch's indices come as the address of B int64s (torch's `ix.data_ptr()`, or a NumPy
-# array's `.ctypes.data`), B being Yb's length: `ix.numpy()` alone cost ~0.7 µs a step, and the
+# The minibatches' indices come as the address of nsteps*B int64s (torch's `ix.data_ptr()`, or a
+# NumPy array's `.ctypes.data`), B being Yb's length: `ix.numpy()` alone cost ~0.7 µs a call, and the
 # dispatcher unboxes an int faster than an array. The caller keeps that memory alive for the call.
 
 @intrinsic
@@ -392,19 +392,33 @@ def _int64_pointer(typingctx, address):
 
 
 # Two entry points with their own names, so numba's disk cache keeps one compiled version of each.
+# Each runs `nsteps` steps in one call, on the minibatches ix[s] = the B int64s at ix_address + s*B*8:
+# the training loop draws a chunk of minibatches at once, and at the lecture's shapes that saves the
+# dispatcher, the engine's Python and torch.randint's overhead of every step but one (~5 µs of ~40).
+# losses[s] gets step s's loss; a step whose loss is not finite is the chunk's last (its update is
+# made, as a one-step call would make it), and the return value is the number of steps run.
+
+@jit(inline="always")
+def run_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses):
+    ixs = carray(_int64_pointer(ix_address), (nsteps, Yb.shape[0]))  # (nsteps, B) read in place
+    for s in range(nsteps):
+        loss = step_body(P, G, work, Yb, dims, Xtr, Ytr, ixs[s], lr, update, blocks)
+        losses[s] = loss
+        if not np.isfinite(loss):
+            return s + 1
+    return nsteps
+
 
 @jit
-def train_step(P, G, work, Yb, dims, Xtr, Ytr, ix_address, lr, update, blocks):
+def train_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses):
     """One core: the lecture's shapes, where waking threads costs more than it saves."""
-    ix = carray(_int64_pointer(ix_address), (Yb.shape[0],))  # (B,) read in place
-    return step_body(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks)
+    return run_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses)
 
 
 @jit(parallel=True)
-def train_step_parallel(P, G, work, Yb, dims, Xtr, Ytr, ix_address, lr, update, blocks):
+def train_steps_parallel(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses):
     """The prange loops over column blocks spread over numba's threads: large batches."""
-    ix = carray(_int64_pointer(ix_address), (Yb.shape[0],))  # (B,) read in place
-    return step_body(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks)
+    return run_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses)
 
 
 @jit
