@@ -419,13 +419,16 @@ def test_vocabulary_beyond_one_byte_matches_autograd():
         assert (grads[k] - ref[k]).abs().max().item() <= 1e-10 * ref[k].abs().max().item(), k
 
 
-def test_kernels_carry_the_hash_of_the_vector_math_they_inline():
-    """numba's cache of fast_kernels.py is keyed on that file alone; it must change when fast_vecmath.py does."""
+def test_kernels_carry_the_hashes_of_the_files_they_inline():
+    """numba's cache of fast_kernels.py is keyed on that file alone; it must change when fast_vecmath.py
+    (inlined) or fast_jit.py (the compiler options) does."""
     import hashlib
     from pathlib import Path
 
     from ninjagrad.engines import fast_kernels
 
-    vecmath = Path(fast_kernels.__file__).with_name("fast_vecmath.py")
-    assert fast_kernels.VECMATH_SHA256 == hashlib.sha256(vecmath.read_bytes()).hexdigest(), (
-        "fast_vecmath.py changed: write its new sha256 into fast_kernels.VECMATH_SHA256")
+    assert set(fast_kernels.INLINED_SHA256) == {"fast_jit.py", "fast_vecmath.py"}
+    for name, digest in fast_kernels.INLINED_SHA256.items():
+        path = Path(fast_kernels.__file__).with_name(name)
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest(), (
+            f"{name} changed: write its new sha256 into fast_kernels.INLINED_SHA256")

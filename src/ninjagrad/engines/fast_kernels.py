@@ -7,7 +7,8 @@ Passes over the (B, H) activations are fused so each is read and written as few 
     forward                                       backward (the forward read bottom-up)
     embedding_forward    gather rows of C         embedding_backward   scatter-add into dC
     linear_forward       hprebn = embcat W1       linear_backward      dembcat, dW1
-    batchnorm_tanh_fwd   + b1, xhat, h = tanh(.)  batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
+    batch_mean_of_linear mean_b hprebn
+    batchnorm_tanh_fwd   xhat, h = tanh(.)        batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
     linear_forward       logits = h W2            linear_backward      dh, dW2
     cross_entropy_fwd    + b2, loss, dlogits, db2 (made in the forward's passes, on logits^T)
 
@@ -29,9 +30,13 @@ from .fast_jit import jit
 from .fast_vecmath import vexp, vtanh
 
 # numba keys the on-disk cache of these kernels on this file's contents alone, yet they inline
-# fast_vecmath's exp and tanh. That file's hash is written here so that editing it changes this
-# file too, and the cached machine code is rebuilt (tests/test_fast_engine.py holds them equal).
-VECMATH_SHA256 = "0c1dae40dd06e8c339502f4b9b0aff36cf6ec7183a0c5d8d4e564d5143b0d90f"
+# fast_vecmath's exp and tanh and are compiled with fast_jit's options. Those files' hashes are
+# written here so that editing either changes this file too, and the cached machine code is rebuilt
+# (tests/test_fast_engine.py holds them equal).
+INLINED_SHA256 = {
+    "fast_jit.py": "95574e0db0f74b78294550947f8b9cbedca759222d2c55c99daa69abcdaadeff",
+    "fast_vecmath.py": "705722eb2090fcfd5230b6836fa8ab7d5fe825ee61d66f78554c9965fe2d351b",
+}
 
 BN_EPS = 1e-5  # the same as ops.BN_EPS
 
@@ -137,29 +142,44 @@ def linear_backward_t(dout, x, WT, dx, dWT):
 # vectorise them.
 
 @jit(inline="always")
-def batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks, eps):
-    """hprebn += b1; xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
+def batch_mean_of_linear(embcat, W1, mean, blocks):
+    """mean = mean_b (embcat W1) = (mean_b embcat) W1: a (K,) by (K, H) product instead of a pass over
+    the (B, H) matmul output (one row fewer to read per example, and no stores)."""
+    B, K = embcat.shape
+    dt = embcat.dtype.type
+    s = np.zeros(K, embcat.dtype)
+    for i in range(B):
+        e = embcat[i]
+        for k in range(K):
+            s[k] += e[k]
+    for blk in prange(blocks.shape[0] - 1):
+        j0, j1 = blocks[blk], blocks[blk + 1]
+        m = mean[j0:j1]
+        m[:] = 0.0
+        for k in range(K):
+            w, sk = W1[k, j0:j1], s[k]
+            for j in range(j1 - j0):
+                m[j] += sk * w[j]
+        for j in range(j1 - j0):
+            m[j] /= dt(B)
 
-    var is the batch's Bessel-corrected (n-1) variance, as in the lecture, from the squared
-    differences to the mean (two passes, as ops.batchnorm_forward: no cancellation when the mean is
-    large). xhat overwrites hprebn: the backward needs xhat and h, not hprebn.
+
+@jit(inline="always")
+def batchnorm_tanh_forward(hprebn, mean, bngain, bnbias, h, var_inv, blocks, eps):
+    """xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
+
+    hprebn = embcat W1 without b1: batchnorm subtracts the batch mean, and any bias with it, so b1
+    changes nothing here (its gradient is computed in the backward all the same). var is the batch's
+    Bessel-corrected (n-1) variance, as in the lecture, from the squared differences to the mean (no
+    cancellation when the mean is large). xhat overwrites hprebn: the backward needs xhat and h.
     """
     B, H = hprebn.shape
     dt = hprebn.dtype.type
     for blk in prange(blocks.shape[0] - 1):
         j0, j1 = blocks[blk], blocks[blk + 1]
         w = j1 - j0
-        bias, g, bb = b1[j0:j1], bngain[j0:j1], bnbias[j0:j1]
-        m = np.zeros(w, hprebn.dtype)  # per column: the sum, then the mean
+        m, g, bb = mean[j0:j1], bngain[j0:j1], bnbias[j0:j1]
         vi = np.zeros(w, hprebn.dtype)  # per column: the sum of squared differences, then var_inv
-        for i in range(B):
-            x = hprebn[i, j0:j1]
-            for j in range(w):
-                v = x[j] + bias[j]
-                x[j] = v
-                m[j] += v
-        for j in range(w):
-            m[j] /= dt(B)
         for i in range(B):
             x = hprebn[i, j0:j1]
             for j in range(w):
@@ -168,7 +188,6 @@ def batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks,
         for j in range(w):
             # unbiased, like hpreact.var(0, unbiased=True); 1/sqrt vectorises, pow(x, -0.5) would not
             vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))
-            mean[j0 + j] = m[j]
             var_inv[j0 + j] = vi[j]
         for i in range(B):
             x = hprebn[i, j0:j1]
@@ -184,8 +203,9 @@ def batchnorm_tanh_backward(dh, xhat, h, bngain, var_inv, dbngain, dbnbias, db1,
     """dhpreact = (1 - h^2) dh; then batchnorm's backward, written over dh in place:
 
     dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain)
-    with dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat, and db1 = sum_B dhprebn (~0:
-    batchnorm subtracts the mean, so b1 has no effect on the loss; computed, not assumed).
+    with dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat, and db1 = sum_B dhprebn, which by the
+    line above is bngain var_inv / n (n dbnbias - n dbnbias - n/(n-1) dbngain sum_B xhat): ~0, since
+    batchnorm subtracts the mean (b1 has no effect on the loss), computed, not assumed.
     """
     B, H = dh.shape
     dt = dh.dtype.type
@@ -194,6 +214,7 @@ def batchnorm_tanh_backward(dh, xhat, h, bngain, var_inv, dbngain, dbnbias, db1,
         w = j1 - j0
         sb = np.zeros(w, dh.dtype)  # sums over the batch, per column
         sg = np.zeros(w, dh.dtype)
+        sx = np.zeros(w, dh.dtype)
         for i in range(B):
             d, hh, xh = dh[i, j0:j1], h[i, j0:j1], xhat[i, j0:j1]
             for j in range(w):
@@ -201,27 +222,22 @@ def batchnorm_tanh_backward(dh, xhat, h, bngain, var_inv, dbngain, dbnbias, db1,
                 d[j] = v
                 sb[j] += v
                 sg[j] += v * xh[j]
+                sx[j] += xh[j]
         # per column, in the activations' dtype, as ops.batchnorm_backward computes them
         a = np.empty(w, dh.dtype)  # bngain var_inv / n
-        sbt = np.empty(w, dh.dtype)  # dbnbias
         csg = np.empty(w, dh.dtype)  # n/(n-1) dbngain
         g, vi = bngain[j0:j1], var_inv[j0:j1]
         for j in range(w):
             dbnbias[j0 + j] = sb[j]
             dbngain[j0 + j] = sg[j]
             a[j] = g[j] * vi[j] / dt(B)
-            sbt[j] = sb[j]
             csg[j] = dt(B / (B - 1)) * sg[j]
+            db1[j0 + j] = -(a[j] * (csg[j] * sx[j]))
         n = dt(B)
-        sb[:] = 0.0
         for i in range(B):
             d, xh = dh[i, j0:j1], xhat[i, j0:j1]
             for j in range(w):
-                v = a[j] * (n * d[j] - sbt[j] - csg[j] * xh[j])  # (B, H) dhprebn
-                d[j] = v
-                sb[j] += v
-        for j in range(w):
-            db1[j0 + j] = sb[j]
+                d[j] = a[j] * (n * d[j] - sb[j] - csg[j] * xh[j])  # (B, H) dhprebn
 
 
 # --- softmax + cross-entropy ---------------------------------------------------------------------
@@ -359,8 +375,9 @@ def step_body(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     # forward
     if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
         return np.nan
-    linear_forward(embcat, W1, hprebn)  # (B, H); b1 is added in the next pass
-    batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks, BN_EPS)  # (B, H) xhat, h
+    linear_forward(embcat, W1, hprebn)  # (B, H); b1 would be subtracted again by batchnorm: left out
+    batch_mean_of_linear(embcat, W1, mean, blocks)  # (H,)
+    batchnorm_tanh_forward(hprebn, mean, bngain, bnbias, h, var_inv, blocks, BN_EPS)  # (B, H) xhat, h
     np.dot(W2T, h.T, logitsT)  # (V, B) logits^T; b2 is added in the next pass
     loss = cross_entropy_forward(logitsT, b2, Yb, db2, colmax, colsum)  # logits^T -> dlogits^T (V, B)
     # backward
