@@ -70,7 +70,9 @@ def main():
           f"1-minute load average at the start: {m.get('load_average_1min')}"
           + (f"; GPU {m['gpu']}" if "gpu" in m else "") + ".\n")
     print(f"Engines, the lecture's MLP (batch 32, n_hidden 200, float32): median of {args.repeats} repeats of "
-          f"{args.steps} steps, engines taking turns; a step is `torch.randint` for the batch + `engine.step`.\n")
+          f"{args.steps} steps, engines taking turns; steps run as the training loop runs them: each chunk's "
+          "minibatches drawn with one `torch.randint`, then `engine.steps` (chunks of 64 for the fast engine, "
+          "1 for the torch engines).\n")
     print(md_table(["engine", "µs/step", "steps/s", "× autograd", "200k steps"],
                    [[r["engine"], f"{r['us_per_step']:.1f}", f"{r['steps_per_s']:,.0f}", f"{r['vs_autograd']:.1f}×",
                      f"{r['projected_200k_s']:.1f} s"] for r in result["engines"]]))

@@ -119,6 +119,9 @@ def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: fl
     for _ in range(repeats):
         for name, e in engines.items():
             sync()
+            # a moment for the threads the previous engine woke (torch's OpenMP, OpenBLAS) to stop
+            # spinning, as they would have in a run of this engine alone
+            time.sleep(0.2)
             t = time.perf_counter()
             run(e, steps)
             sync()

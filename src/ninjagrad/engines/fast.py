@@ -85,9 +85,13 @@ def check_supported(model, optimizer):
 class Plan:
     """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
 
-    With several candidates, the first TRIALS steps of each take turns and are timed, and the one
-    with the smallest median is kept. Every candidate does the same arithmetic; at most BLAS's
-    blocking for several threads may round differently, so the choice changes time, not results.
+    With several candidates, each in turn runs TRIALS steps, timed, and the one with the smallest
+    median is kept. Each candidate's steps come one after the other, in the candidates' order, and
+    the multi-threaded BLAS candidates come last: OpenBLAS's threads keep spinning for a while after
+    their work, and a candidate timed in that while would be measured against them. The candidates
+    compute the same math, but their sums run in different orders (BLAS's blocking for several
+    threads, the blocked kernel's per-core partial sums), so the choice can change results in the
+    last bits, not more.
     """
 
     TRIALS = 3
@@ -102,8 +106,8 @@ class Plan:
         if self.decided:
             i = 0
         else:
-            i = min(range(len(self.candidates)), key=lambda k: len(self.times[k]))
-            if min(len(t) for t in self.times) == self.TRIALS:
+            i = next((k for k, t in enumerate(self.times) if len(t) < self.TRIALS), None)
+            if i is None:
                 i = min(range(len(self.candidates)), key=lambda k: sorted(self.times[k])[self.TRIALS // 2])
                 self.candidates, self.decided = [self.candidates[i]], True
                 i = 0
@@ -197,18 +201,30 @@ class FastEngine(Engine):
             raise ValueError(f"the fast engine needs a batch of at least 2 (batchnorm's n-1), got {B}")
         cfg = self.model.config
         K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
-        work = np.empty(self.kernels.work_offsets(B, K, H, V)[-1], self.np_dtype)  # activations
-        bufs = (work, np.empty(B, np.int64))  # (activations, the batch's targets Yb)
         # One core for small steps, where waking threads costs more than it saves. For large ones
-        # three ways are tried on the first steps and the fastest is kept: one core; BLAS on all
-        # cores; BLAS and the (B, H) passes on all cores. On a machine whose cores are busy with
-        # other work, threads that wait for each other can make all cores slower than one.
+        # four ways are tried on the first steps and the fastest is kept: one core; the blocked
+        # kernel (fast_blocked.py), each core taking column blocks of the hidden layer down the
+        # batch with a one-thread BLAS; BLAS and the (B, H) passes on all cores; BLAS on all cores.
+        # On a machine whose cores are busy with other work, threads that wait for each other can
+        # make all cores slower than one.
         n = numba.get_num_threads()
         one = self.kernels.column_blocks(H, 1)
         candidates = [(self.kernels.train_steps, one, 1)]
+        size = self.kernels.work_offsets(B, K, H, V)[-1]
         if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
-            candidates += [(self.kernels.train_steps, one, n),
-                           (self.kernels.train_steps_parallel, self.kernels.column_blocks(H, n), n)]
+            from . import fast_blocked as FB
+
+            blocked = FB.make_blocks(H, n, FB.block_width(H, n))
+            candidates += [(FB.train_steps_blocked, blocked, 1),  # BLAS on all cores last: see Plan
+                           (self.kernels.train_steps_parallel, self.kernels.column_blocks(H, n), n),
+                           (self.kernels.train_steps, one, n)]
+            # every kernel lays out its own pieces of the activations from offset 0, and keeps nothing
+            # there between steps: one arena, as large as the larger layout, serves them all
+            size = max(size, FB.work_size_blocked(B, K, H, V, blocked))
+            for sig in self.kernels.train_steps.signatures:  # compiled (or loaded) now, not in a timed trial
+                self.kernels.train_steps_parallel.compile(sig)
+                FB.train_steps_blocked.compile(sig)
+        bufs = (np.empty(size, self.np_dtype), np.empty(B, np.int64))  # (activations, the batch's targets Yb)
         self.plans = {B: Plan(bufs, candidates)}  # keep one: buffers can be big
         return self.plans[B]
 
@@ -240,10 +256,9 @@ class FastEngine(Engine):
         return losses
 
     def _warm_up(self):
-        """Compile (or load from numba's cache) both kernels now, so that no step pays for it.
-
-        The one-core kernel runs once on a batch of 2; the parallel one is only compiled: running it
-        would start numba's worker threads, which a lecture-sized run never needs.
+        """Compile (or load from numba's cache) the one-core kernel now, so that no step pays for it:
+        it runs once on a batch of 2. The multi-core kernels are compiled when a batch large enough
+        for them first comes (see _plan); a lecture-sized run never loads them.
         """
         if self.Xnp.shape[0] == 0:
             return
@@ -253,8 +268,6 @@ class FastEngine(Engine):
         self.kernels.train_steps(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix.ctypes.data, 1, 0.0, False,
                                  blocks, self.losses)
         self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix)
-        for sig in self.kernels.train_steps.signatures:
-            self.kernels.train_steps_parallel.compile(sig)
 
     # --- the Engine interface ------------------------------------------------------------------
 

@@ -1,0 +1,105 @@
+"""Time the fast engine's CPU kernels at large shapes: µs/step and % of this machine's matmul peak.
+
+    python benchmarks/fast_blocked.py                       # 4096x1024, 4096x200, 256x1024
+    python benchmarks/fast_blocked.py --shapes 4096x1024 --repeats 9 --widths 64 128 256
+
+Candidates (kernel, BLAS threads): fast_kernels.train_steps on one core; the same with BLAS on all
+cores; train_steps_parallel (BLAS and the (B, H) passes on all cores); and fast_blocked's
+train_steps_blocked, one block group per core, each calling a one-thread BLAS. All take turns inside
+one process and the medians of the repeats are printed: the machine is shared, and the load average
+is printed with them. % of peak = bench.step_flops(B, K, H, V) / time / bench.matmul_gflops().
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numba
+import numpy as np
+import torch
+
+from ninjagrad import bench
+from ninjagrad.engines import fast_blocked as FB
+from ninjagrad.engines import fast_kernels as FK
+from ninjagrad.engines.fast import FastEngine, set_blas_threads, use_workqueue_threads
+from ninjagrad.models import MLP, MLPConfig
+
+T, E, V = 3, 10, 27
+
+
+def candidates(B: int, H: int, widths: list[int]) -> list[tuple]:
+    """(label, kernel, blocks, BLAS threads, work elements) for batches of B."""
+    n = numba.get_num_threads()
+    K = T * E
+    plain = FK.work_offsets(B, K, H, V)[-1]
+    out = [("train_steps, 1 thread", FK.train_steps, FK.column_blocks(H, 1), 1, plain),
+           (f"train_steps, BLAS {n} threads", FK.train_steps, FK.column_blocks(H, 1), n, plain),
+           (f"train_steps_parallel, {n} threads", FK.train_steps_parallel, FK.column_blocks(H, n), n, plain)]
+    for groups in sorted({1, n}):
+        for w in widths or [FB.block_width(H, groups)]:
+            blocks = FB.make_blocks(H, groups, w)
+            out.append((f"train_steps_blocked, {groups} thread{'s' * (groups > 1)}, w={w}", FB.train_steps_blocked,
+                        blocks, 1, FB.work_size_blocked(B, K, H, V, blocks)))
+    return out
+
+
+def time_shape(B: int, H: int, steps: int, repeats: int, widths: list[int], dtype, settle: float) -> list[tuple]:
+    """Median seconds per step of each candidate; they take turns, `steps` steps a turn."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randint(0, V, (20_000, T), generator=g), torch.randint(0, V, (20_000,), generator=g)
+    model = MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
+                       torch.Generator().manual_seed(1), dtype=dtype)
+    eng = FastEngine(model, X, Y)  # its arenas, data layout and compiled kernels
+    ixs = torch.randint(0, X.shape[0], (steps, B), generator=g)
+    losses = np.empty(steps)
+    cands = candidates(B, H, widths)
+    bufs = [(np.zeros(c[4], eng.np_dtype), np.empty(B, np.int64)) for c in cands]
+    times = [[] for _ in cands]
+
+    def run(i):
+        label, kernel, blocks, threads, _ = cands[i]
+        set_blas_threads(threads)
+        time.sleep(settle)  # the previous candidate's BLAS threads spin for a while after their last call
+        t = time.perf_counter()
+        kernel(eng.P, eng.G, *bufs[i], eng.dims, eng.Xnp, eng.Ynp, ixs.data_ptr(), steps, 1e-3, True, blocks, losses)
+        return (time.perf_counter() - t) / steps
+
+    for i in range(len(cands)):
+        run(i)  # warm-up: compile or load, touch the buffers, start the threads
+    for _ in range(repeats):
+        for i in range(len(cands)):
+            times[i].append(run(i))
+    return [(c[0], statistics.median(t)) for c, t in zip(cands, times)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=["4096x1024", "4096x200", "256x1024"], help="BxH, B batch size")
+    ap.add_argument("--steps", type=int, default=0, help="steps per turn (default: ~150 ms of work)")
+    ap.add_argument("--repeats", type=int, default=7, help="turns per candidate; the median is printed (default 7)")
+    ap.add_argument("--widths", type=int, nargs="*", default=[],
+                    help="block widths for the blocked kernel (default: fast_blocked.block_width)")
+    ap.add_argument("--settle", type=float, default=0.3,
+                    help="seconds to sleep before each turn, so spinning threads of the last one stop (default 0.3)")
+    ap.add_argument("--float64", action="store_true", help="time float64 instead of float32")
+    args = ap.parse_args()
+    use_workqueue_threads()
+    peak = bench.matmul_gflops()
+    dtype = torch.float64 if args.float64 else torch.float32
+    print(f"matmul peak (torch 2048^3 sgemm, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s; "
+          f"numba threads {numba.get_num_threads()}; {dtype}; load average {os.getloadavg()[0]:.2f} at the start\n")
+    print("| B x H | candidate | µs/step | GFLOP/s | % of peak |")
+    print("|---|---|---|---|---|")
+    for shape in args.shapes:
+        B, H = (int(s) for s in shape.lower().split("x"))
+        steps = args.steps or max(3, int(150e-3 / (bench.step_flops(B, T * E, H, V) / 30e9)))
+        for label, sec in time_shape(B, H, steps, args.repeats, args.widths, dtype, args.settle):
+            gf = bench.step_flops(B, T * E, H, V) / sec / 1e9
+            print(f"| {B}x{H} | {label} | {sec * 1e6:,.0f} | {gf:.0f} | {100 * gf / peak:.0f}% |", flush=True)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

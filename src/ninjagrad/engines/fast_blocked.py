@@ -1,0 +1,358 @@
+"""The lecture's MLP training step for large B*H: one column block of the hidden layer at a time.
+
+fast_kernels.py runs each layer over the whole batch: at B=4096, H=1024 every (B, H) pass streams
+16 MB through DRAM, and its batchnorm reads its input five times. Here the hidden layer is cut into
+column blocks (~128 columns), and each block goes down the batch in chunks of rows small enough
+(ROW_CHUNK_ELEMENTS) that a chunk's matmul output is still in L1/L2 when the elementwise pass and
+the next matmul read it. Each thread owns a group of blocks and calls a single-threaded BLAS (the
+caller sets OpenBLAS to 1 thread). Per block, [j0, j1) of H, w wide:
+
+    block_forward                                     block_backward (after the loss)
+    0. mean = (mean_b embcat) W1                      1. per chunk: dh = dlogits W2^T          gemm
+    1. per chunk: hprebn = embcat W1         gemm                   dW2^T += dlogits^T h          gemm
+                  var += (hprebn - mean)^2                          dhpreact = (1 - h^2) dh, sums
+    2. per chunk: xhat, h = tanh(.)                   2. per chunk: dhprebn (batchnorm backward)
+                  logits_g^T += W2^T h^T     gemm                   dW1 += embcat^T dhprebn       gemm
+                                                                    dembcat_g += dhprebn W1^T     gemm
+    then, on one thread: logits = sum_g logits_g, softmax + cross-entropy (-> dlogits, db2);
+    after the backward: dembcat = sum_g dembcat_g, the scatter into dC, the SGD update.
+
+The embedding, cross-entropy and update are fast_kernels' own functions; the batchnorm and tanh
+passes are fast_kernels' formulas (b1 left out of the forward, where batchnorm cancels it; the mean
+from embcat's), summed over the batch in the same order, cut at chunk borders.
+Each group's partial sums of the logits and of dembcat are added in a fixed order afterwards, so
+results do not depend on which thread finished first.
+
+The matmuls act on column blocks of row-major matrices and accumulate (beta = 1), which numba's
+np.dot cannot do; `gemm` below calls BLAS's sgemm/dgemm directly, through the entry point np.dot
+uses (numba's helper `numba_xxgemm`), so the compiled code still caches to disk.
+
+Layout: xhat and h are kept block by block, each block's (B, w) panel contiguous (the panel of
+[j0, j1) starts at B*j0), so the row passes run over dense rows of w elements. The backward writes
+dhpreact and then dhprebn over h: h is not needed once dW2 and tanh's backward have read it.
+
+B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab, w block width, g group
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .fast_jit import jit
+from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward, embedding_backward,
+                           embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update)
+from .fast_vecmath import vtanh
+
+# numba keys its disk cache on this file alone, yet the kernels below inline fast_kernels.py and
+# fast_vecmath.py (fast_kernels.py carries fast_vecmath.py's hash, kept current by its own test).
+# fast_kernels.py's hash is written here, so that editing it changes this file too and the cached
+# machine code is rebuilt (tests/test_fast_blocked.py holds them equal).
+KERNELS_SHA256 = "9a4a4beab5e45235f8d74fca96a11e04d69a944f96db6ad6f8c916d1381e34d7"
+
+# rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's hprebn or
+# dh, the rows of h and xhat and of embcat and the logits it meets stay in L1/L2. Measured at
+# B=4096, H=1024, float32, 2 cores (fastest of 8 steps): 8K elements 14.7 ms/step, 16K 13.6,
+# 32K 13.0-13.4, 64K 16.6, 128K 15.7; w=64 and w=128 within noise of each other.
+ROW_CHUNK_ELEMENTS = 32 * 1024
+BLOCK_TARGET = 128  # columns per block: wider blocks make fewer, larger matmuls (w=32 measured 7% slower)
+
+
+def block_width(H: int, ngroups: int) -> int:
+    """About BLOCK_TARGET columns a block, the same number of blocks in every group (the groups take
+    equal shares of the work), rounded up to a multiple of 8."""
+    per_group = -(-H // (ngroups * BLOCK_TARGET))  # blocks per group
+    width = -(-H // (ngroups * per_group))
+    return max(8, -(-width // 8) * 8)
+
+
+def make_blocks(H: int, ngroups: int, width: int) -> np.ndarray:
+    """The kernel's `blocks` argument: [ngroups, c_0 = 0, c_1, ..., c_n = H].
+
+    Block i is the columns c_i..c_{i+1}, all `width` wide but the last; thread group g takes the
+    blocks g, g + ngroups, g + 2 ngroups, ... (so groups differ by at most one block)."""
+    bounds = list(range(0, H, width)) + [H]
+    return np.array([ngroups] + bounds, np.int64)
+
+
+@jit(inline="always")
+def _rows(B, w):
+    """Rows in a chunk of a block w wide."""
+    return min(B, max(16, ROW_CHUNK_ELEMENTS // w))
+
+
+@jit(inline="always")
+def _chunk(B, wmax):
+    """The most elements rows * w of a chunk in blocks at most wmax wide (rows * w <= ROW_CHUNK_ELEMENTS
+    where that leaves 16 rows or more)."""
+    return min(B * wmax, max(ROW_CHUNK_ELEMENTS, 16 * wmax))
+
+
+@jit
+def work_offsets_blocked(B, K, H, V, ngroups, wmax):
+    """Where embcat, dembcat (B, K), the xhat and h panels (B*H each), logits^T (V, B), the groups'
+    partial logits^T (g, V, B), partial dembcat (g, B, K) and dh scratch (g, a chunk of rows * wmax),
+    mean, var_inv (H) and the softmax's per-example max (B) start in the activation arena; the last
+    entry is its size."""
+    sizes = (B * K, B * K, B * H, B * H, V * B, ngroups * V * B, ngroups * B * K, ngroups * _chunk(B, wmax), H, H, B)
+    offs = np.zeros(len(sizes) + 1, np.int64)
+    for i in range(len(sizes)):
+        offs[i + 1] = offs[i] + _aligned(sizes[i])
+    return offs
+
+
+def work_size_blocked(B: int, K: int, H: int, V: int, blocks: np.ndarray) -> int:
+    """Elements of the `work` arena that train_steps_blocked needs for batches of B with these blocks."""
+    return int(work_offsets_blocked(B, K, H, V, int(blocks[0]), int(np.diff(blocks[1:]).max()))[-1])
+
+
+# --- BLAS, called directly -----------------------------------------------------------------------
+
+@intrinsic
+def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Fortran BLAS ?gemm (column-major): c = alpha op(a) op(b) + beta c; a, b, c arrays of one dtype
+    whose first element is where BLAS starts; trans* booleans. Calls numba's helper numba_xxgemm,
+    which finds scipy's sgemm/dgemm on its first call, taking the GIL for that; numba's parallel
+    regions release the GIL, so a worker thread can make that first call too."""
+    dtype = c.dtype
+    if not (isinstance(a, types.Array) and isinstance(b, types.Array) and isinstance(c, types.Array)
+            and a.dtype == dtype and b.dtype == dtype and dtype in (types.float32, types.float64)):
+        return None
+    sig = types.int32(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, sig, args):
+        ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
+        char, voidp, intp = ir.IntType(8), cgutils.voidptr_t, context.get_value_type(types.intp)
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, voidp, voidp, intp,
+                                                voidp, intp, voidp, voidp, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+
+        def flag(v, ty):
+            v = context.cast(builder, v, ty, types.boolean)
+            return builder.select(v, ir.Constant(char, ord("t")), ir.Constant(char, ord("n")))
+
+        def num(v, ty):  # a scalar, cast and put in a stack slot: Fortran passes everything by reference
+            return builder.bitcast(cgutils.alloca_once_value(builder, context.cast(builder, v, ty, dtype)), voidp)
+
+        def data(v, ty):
+            return builder.bitcast(context.make_array(ty)(context, builder, v).data, voidp)
+
+        def size(v, ty):
+            return context.cast(builder, v, ty, types.intp)
+
+        s = sig.args
+        kind = ir.Constant(char, ord("s" if dtype == types.float32 else "d"))
+        return builder.call(fn, (kind, flag(ta, s[0]), flag(tb, s[1]), size(m_, s[2]), size(n_, s[3]),
+                                 size(k_, s[4]), num(al, s[5]), data(a_, s[6]), size(lda_, s[7]), data(b_, s[8]),
+                                 size(ldb_, s[9]), num(be, s[10]), data(c_, s[11]), size(ldc_, s[12])))
+
+    return sig, codegen
+
+
+@jit(inline="always")
+def _ld(x):
+    """The leading dimension of a row-major view whose rows are contiguous: its row stride, in elements."""
+    return max(1, x.strides[0] // x.itemsize) if x.shape[0] > 1 else max(1, x.shape[1])
+
+
+@jit(inline="always")
+def gemm(a, trans_a, b, trans_b, c, beta):
+    """c = op(a) op(b) + beta c for row-major 2-D views with contiguous rows (column blocks allowed).
+
+    A row-major matrix is the column-major storage of its transpose, so c = op(a) op(b) is asked of
+    Fortran BLAS as c^T = op(b)^T op(a)^T: the operands swap, the flags stay."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    _xxgemm(trans_b, trans_a, n, m, k, 1.0, b, _ld(b), a, _ld(a), beta, c, _ld(c))
+
+
+# --- the step ------------------------------------------------------------------------------------
+
+@jit
+def block_forward(embcat, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, eps):
+    """One column block's forward: xhat, h (B, w) of the block, its mean and var_inv, and its share
+    of the logits added to logitsT (V, B). W1, bngain, ... are the block's columns; esum (K,) holds
+    embcat's column sums.
+
+    fast_kernels' batch_mean_of_linear and batchnorm_tanh_forward, in their order of summation:
+    hprebn = embcat W1 without b1 (batchnorm subtracts the batch mean, and any bias with it), and
+      0. mean = mean_b (embcat W1) = (esum / n) W1, before any pass over the block;
+      1. per chunk: hprebn = embcat W1 (written where xhat goes), var += (hprebn - mean)^2 while the
+         chunk is in L1/L2; then var_inv = 1 / sqrt(var / (n - 1) + eps) (Bessel, as the lecture);
+      2. per chunk: xhat = (hprebn - mean) var_inv, h = tanh(bngain xhat + bnbias), logits^T += W2^T h^T.
+    """
+    B, w = h.shape
+    K = embcat.shape[1]
+    dt = h.dtype.type
+    rows = _rows(B, w)
+    m = np.zeros(w, h.dtype)  # per column: the mean
+    vi = np.zeros(w, h.dtype)  # per column: the sum of squared differences, then var_inv
+    for k in range(K):
+        wk, sk = W1[k], esum[k]
+        for j in range(w):
+            m[j] += sk * wk[j]
+    for j in range(w):
+        m[j] /= dt(B)
+    for r0 in range(0, B, rows):
+        r1 = min(B, r0 + rows)
+        gemm(embcat[r0:r1], False, W1, False, xhat[r0:r1], 0.0)  # (rows, w) hprebn
+        for i in range(r0, r1):
+            x = xhat[i]
+            for j in range(w):
+                d = x[j] - m[j]
+                vi[j] += d * d
+    for j in range(w):
+        vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))  # 1/sqrt vectorises, pow(x, -0.5) would not
+        mean[j] = m[j]
+        var_inv[j] = vi[j]
+    for r0 in range(0, B, rows):
+        r1 = min(B, r0 + rows)
+        for i in range(r0, r1):
+            x, hi = xhat[i], h[i]
+            for j in range(w):
+                xh = (x[j] - m[j]) * vi[j]
+                x[j] = xh  # (B, w) xhat
+                hi[j] = vtanh(bngain[j] * xh + bnbias[j])  # (B, w) h
+        gemm(W2T, False, h[r0:r1], True, logitsT[:, r0:r1], 1.0)  # (V, rows) += W2^T h^T
+
+
+@jit
+def block_backward(dlogitsT, embcat, W1, W2T, bngain, var_inv, xhat, h, dW1, dW2T, db1, dbngain, dbnbias,
+                   dembcat, scratch):
+    """One column block's backward, from dlogits^T (V, B) to dW1, dW2^T, db1, dbngain, dbnbias of
+    the block (assigned) and its share of dembcat (B, K) (added). W1, W2T, ... are the block's columns.
+
+    Two passes down the batch in chunks of _rows(B, w) rows, so that what a chunk's matmuls and loops
+    share stays in L1/L2 (a whole block, 2 MB a (B, w) array at B=4096, w=128 in float32, does not):
+      1. dh = dlogits W2^T, dW2^T += dlogits^T h, dhpreact = (1 - h^2) dh written over h, and the
+         column sums dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat;
+      2. dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain), over h again
+         (fast_kernels.batchnorm_tanh_backward's formula, summed in the same order), db1 = sum_B
+         dhprebn, dW1 += embcat^T dhprebn, dembcat += dhprebn W1^T.
+    """
+    B, w = h.shape
+    dt = h.dtype.type
+    rows = _rows(B, w)
+    sb = np.zeros(w, h.dtype)  # dbnbias, then db1
+    sg = np.zeros(w, h.dtype)  # dbngain
+    for r0 in range(0, B, rows):
+        r1 = min(B, r0 + rows)
+        dh = scratch[:(r1 - r0) * w].reshape((r1 - r0, w))
+        gemm(dlogitsT[:, r0:r1], True, W2T, False, dh, 0.0)  # (rows, w) dh = dlogits W2^T
+        gemm(dlogitsT[:, r0:r1], False, h[r0:r1], False, dW2T, 0.0 if r0 == 0 else 1.0)  # (V, w)
+        for i in range(r1 - r0):
+            d, hi, xi = dh[i], h[r0 + i], xhat[r0 + i]
+            for j in range(w):
+                v = (dt(1.0) - hi[j] * hi[j]) * d[j]  # tanh's backward: dhpreact
+                hi[j] = v  # h is not needed any more: dW2 of these rows is made
+                sb[j] += v
+                sg[j] += v * xi[j]
+    a = np.empty(w, h.dtype)  # bngain var_inv / n
+    csg = np.empty(w, h.dtype)  # n/(n-1) dbngain
+    for j in range(w):
+        dbnbias[j] = sb[j]
+        dbngain[j] = sg[j]
+        a[j] = bngain[j] * var_inv[j] / dt(B)
+        csg[j] = dt(B / (B - 1)) * sg[j]
+    sbt = sb.copy()
+    sb[:] = 0.0
+    n = dt(B)
+    for r0 in range(0, B, rows):
+        r1 = min(B, r0 + rows)
+        for i in range(r0, r1):
+            d, xi = h[i], xhat[i]
+            for j in range(w):
+                v = a[j] * (n * d[j] - sbt[j] - csg[j] * xi[j])  # (B, w) dhprebn
+                d[j] = v
+                sb[j] += v
+        gemm(embcat[r0:r1], True, h[r0:r1], False, dW1, 0.0 if r0 == 0 else 1.0)  # (K, w) embcat^T dhprebn
+        gemm(h[r0:r1], False, W1, True, dembcat[r0:r1], 1.0)  # (rows, K) += dhprebn W1^T
+    for j in range(w):
+        db1[j] = sb[j]
+
+
+@jit(inline="always")
+def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
+    """Forward, backward and (if `update`) the SGD update for the minibatch ix; returns the loss.
+
+    The arenas P, G are fast_kernels' (param_offsets); work is laid out by work_offsets_blocked;
+    blocks comes from make_blocks. G's dC must be all zero on entry, and is again after an update.
+    """
+    V, E, H = dims[0], dims[1], dims[2]
+    B, K = ix.shape[0], Xtr.shape[1] * dims[1]
+    ngroups, bounds = blocks[0], blocks[1:]
+    nblk = bounds.shape[0] - 1
+    wmax = 0
+    for i in range(nblk):
+        wmax = max(wmax, bounds[i + 1] - bounds[i])
+    po, wo = param_offsets(V, E, K, H), work_offsets_blocked(B, K, H, V, ngroups, wmax)
+    C, W1, b1, W2T, b2, bngain, bnbias = _params_view(P, po, V, E, K, H)
+    dC, dW1, db1, dW2T, db2, dbngain, dbnbias = _params_view(G, po, V, E, K, H)
+    embcat = work[wo[0]:wo[0] + B * K].reshape((B, K))
+    dembcat = work[wo[1]:wo[1] + B * K].reshape((B, K))
+    xhats = work[wo[2]:wo[2] + B * H]  # the (B, w) panels of hprebn (= embcat W1), then xhat, block after block
+    hs = work[wo[3]:wo[3] + B * H]  # the (B, w) panels of h
+    logitsT = work[wo[4]:wo[4] + V * B].reshape((V, B))  # then dlogits^T
+    logits_g = work[wo[5]:wo[5] + ngroups * V * B].reshape((ngroups, V, B))
+    dembcat_g = work[wo[6]:wo[6] + ngroups * B * K].reshape((ngroups, B, K))
+    chunk = _chunk(B, wmax)
+    dh_g = work[wo[7]:wo[7] + ngroups * chunk].reshape((ngroups, chunk))  # (g, rows * w) dh scratch
+    mean, var_inv = work[wo[8]:wo[8] + H], work[wo[9]:wo[9] + H]
+    colmax = work[wo[10]:wo[10] + B]
+    colsum = np.empty(B)  # float64 whatever the dtype, as in fast_kernels.step_body
+    # forward
+    if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
+        return np.nan
+    esum = np.zeros(K, embcat.dtype)  # (K,) embcat's column sums, for the batch means of hprebn
+    for i in range(B):
+        e = embcat[i]
+        for k in range(K):
+            esum[k] += e[k]
+    for g in prange(ngroups):
+        lg = logits_g[g]  # (V, B) this group's share of logits^T
+        lg[:, :] = 0.0
+        for blk in range(g, nblk, ngroups):
+            j0, j1 = bounds[blk], bounds[blk + 1]
+            w = j1 - j0
+            xh = xhats[B * j0:B * j1].reshape((B, w))
+            hh = hs[B * j0:B * j1].reshape((B, w))
+            block_forward(embcat, esum, W1[:, j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1], xh, hh,
+                          mean[j0:j1], var_inv[j0:j1], lg, BN_EPS)
+    logitsT[:, :] = logits_g[0]
+    for g in range(1, ngroups):
+        logitsT += logits_g[g]  # in a fixed order: the sum does not depend on which thread ran first
+    loss = cross_entropy_forward(logitsT, b2, Yb, db2, colmax, colsum)  # logits^T -> dlogits^T (V, B)
+    # backward
+    for g in prange(ngroups):
+        dg = dembcat_g[g]  # (B, K) this group's share of dembcat
+        dg[:, :] = 0.0
+        for blk in range(g, nblk, ngroups):
+            j0, j1 = bounds[blk], bounds[blk + 1]
+            xh = xhats[B * j0:B * j1].reshape((B, j1 - j0))
+            hh = hs[B * j0:B * j1].reshape((B, j1 - j0))
+            block_backward(logitsT, embcat, W1[:, j0:j1], W2T[:, j0:j1], bngain[j0:j1], var_inv[j0:j1], xh, hh,
+                           dW1[:, j0:j1], dW2T[:, j0:j1], db1[j0:j1], dbngain[j0:j1], dbnbias[j0:j1], dg,
+                           dh_g[g])
+    dembcat[:, :] = dembcat_g[0]
+    for g in range(1, ngroups):
+        dembcat += dembcat_g[g]
+    embedding_backward(dembcat, Xtr, ix, dC)  # (V, E)
+    if update:
+        sgd_update(P[po[1]:po[7]], G[po[1]:po[7]], lr)  # everything but C: gaps are zero in both arenas
+        embedding_sgd_and_clear(C, dC, Xtr, ix, lr)
+    return loss
+
+
+@jit(parallel=True)
+def train_steps_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses):
+    """fast_kernels.train_steps' contract (nsteps minibatches read from ix_address, losses[s], the
+    number of steps run), each step made by step_body_blocked, its block groups spread over threads."""
+    ixs = carray(_int64_pointer(ix_address), (nsteps, Yb.shape[0]))  # (nsteps, B) read in place
+    for s in range(nsteps):
+        loss = step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ixs[s], lr, update, blocks)
+        losses[s] = loss
+        if not np.isfinite(loss):
+            return s + 1
+    return nsteps

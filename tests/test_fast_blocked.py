@@ -1,0 +1,165 @@
+"""The column-blocked kernel (engines/fast_blocked.py) computes the manual engine's numbers.
+
+Run through the fast engine's arenas (FastEngine builds them; the kernel is called directly, as the
+engine's Plan would call it): the loss and every gradient against autograd in float64 (~1e-10 of
+each gradient's scale) and against the manual engine in float32 (test_fast_engine's tolerances),
+block widths that do not divide H, more thread groups than blocks, B not a multiple of 16, repeated
+rows, three steps with updates, and a bad index that must leave the parameters alone.
+"""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ninjagrad.engines import autograd_loss_and_grads, make_engine
+from ninjagrad.engines import fast_blocked as FB
+from ninjagrad.engines.fast import FastEngine
+from ninjagrad.models import MLP, MLPConfig
+
+F32_RTOL = 1e-4  # as tests/test_fast_engine.py: of each gradient's own scale
+F32_FLOOR = 2e-5  # and of the step's largest gradient (b1's true gradient is ~0)
+
+
+def setup(B=37, T=3, E=10, H=50, V=27, N=400, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(0, V, (N, T), generator=g)
+    Y = torch.randint(0, V, (N,), generator=g)
+    model = MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
+                       torch.Generator().manual_seed(seed + 1), dtype=dtype)
+    ix = torch.randint(0, N, (B,), generator=g)
+    if B >= 3:
+        ix[1] = ix[0]  # the same example twice: its characters' rows of dC get two contributions
+    return model, X, Y, ix
+
+
+class Blocked:
+    """train_steps_blocked over a FastEngine's arenas: what the engine's Plan will do with it."""
+
+    def __init__(self, model, X, Y, B, ngroups, width):
+        self.eng = FastEngine(model, X, Y)
+        cfg = model.config
+        K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
+        self.blocks = FB.make_blocks(H, ngroups, width)
+        self.work = np.zeros(FB.work_size_blocked(B, K, H, V, self.blocks), self.eng.np_dtype)
+        self.Yb = np.empty(B, np.int64)
+
+    def run(self, ixs, lr, update):
+        """Steps on ixs (n, B); returns (steps run, their losses)."""
+        ixs = np.ascontiguousarray(np.atleast_2d(ixs), np.int64)
+        losses = np.empty(ixs.shape[0])
+        e = self.eng
+        done = FB.train_steps_blocked(e.P, e.G, self.work, self.Yb, e.dims, e.Xnp, e.Ynp, ixs.ctypes.data,
+                                      ixs.shape[0], lr, update, self.blocks, losses)
+        return done, losses[:done]
+
+    def loss_and_grads(self, ix):
+        done, losses = self.run(ix.numpy(), 0.0, False)
+        assert done == 1
+        grads = {k: torch.from_numpy((g.T if k == "W2" else g).copy()) for k, g in self.eng.gviews.items()}
+        self.eng.kernels.clear_embedding_grad(self.eng.gviews["C"], self.eng.Xnp, ix.numpy())
+        return losses[0], grads
+
+
+@pytest.mark.parametrize("B,H,ngroups,width", [
+    (37, 50, 2, 16),  # 50 = 16 + 16 + 16 + 2: the last block is narrow
+    (3, 20, 3, 8),  # one block per group
+    (5, 10, 3, 8),  # three groups for two blocks: one group has nothing to do
+    (2, 9, 1, 8),  # batch of 2 (batchnorm's n-1 = 1), one thread
+])
+def test_float64_gradients_match_autograd(B, H, ngroups, width):
+    model, X, Y, ix = setup(B=B, H=H)
+    loss, grads = Blocked(model, X, Y, B, ngroups, width).loss_and_grads(ix)
+    ref_loss, ref = autograd_loss_and_grads(model, X[ix], Y[ix])
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    largest = max(r.abs().max().item() for r in ref.values())
+    for k, r in ref.items():
+        assert grads[k].shape == r.shape, k
+        tol = 1e-10 * (r.abs().max().item() if k != "b1" else largest)  # b1's true gradient is 0
+        assert (grads[k] - r).abs().max().item() <= tol, k
+
+
+@settings(max_examples=10, deadline=None)
+@given(B=st.integers(4, 70), T=st.integers(1, 4), E=st.integers(1, 12), H=st.integers(1, 80),
+       V=st.integers(2, 40), ngroups=st.integers(1, 3), width=st.sampled_from([8, 16, 24]),
+       seed=st.integers(0, 10_000))
+def test_float32_gradients_match_manual_engine(B, T, E, H, V, ngroups, width, seed):
+    model, X, Y, ix = setup(B, T, E, H, V, dtype=torch.float32, seed=seed)
+    loss, grads = Blocked(model, X, Y, B, ngroups, width).loss_and_grads(ix)
+    ref_loss, ref = make_engine("manual", model, X, Y).loss_and_grads(ix)
+    model64 = MLP(model.config, {k: v.double() for k, v in model.params.items()})
+    _, truth = autograd_loss_and_grads(model64, X[ix], Y[ix])
+    assert abs(loss - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss))
+    largest = max(r.abs().max().item() for r in truth.values())
+    for k, t in truth.items():
+        tol = F32_RTOL * t.abs().max().item() + F32_FLOOR * largest
+        # as in test_fast_engine: held to the float64 truth, with the manual engine's own error allowed
+        # twice (3x for b1, a sum that cancels to ~0) when a near-constant batch magnifies rounding
+        own = (grads[k].double() - t).abs().max().item()
+        manual_off = (ref[k].double() - t).abs().max().item()
+        assert own <= max(tol, (3 if k == "b1" else 2) * manual_off), k
+
+
+def test_wrong_gradient_would_be_caught():
+    """The float32 comparison can fail: dbngain off by the Bessel factor n/(n-1) lies outside it."""
+    model, X, Y, ix = setup(B=8, dtype=torch.float32)
+    _, grads = Blocked(model, X, Y, 8, 2, 16).loss_and_grads(ix)
+    _, ref = make_engine("manual", model, X, Y).loss_and_grads(ix)
+    off = (grads["bngain"] * 8 / 7 - ref["bngain"]).abs().max().item()
+    assert off > F32_RTOL * ref["bngain"].abs().max().item()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-11), (torch.float32, 2e-5)])
+def test_three_steps_match_manual_engine(dtype, tol):
+    model, X, Y, _ = setup(H=45, dtype=dtype)
+    twin = MLP(model.config, {k: v.clone() for k, v in model.params.items()})
+    g = torch.Generator().manual_seed(5)
+    ixs = torch.randint(0, X.shape[0], (3, 21), generator=g)
+    ixs[:, 2] = ixs[:, 0]  # repeated rows: their rows of C get one update with both contributions
+    blocked = Blocked(model, X, Y, 21, 2, 16)
+    done, losses = blocked.run(ixs.numpy(), 0.1, True)  # three steps in one call, as the engine runs them
+    manual = make_engine("manual", twin, X, Y)
+    ref = [manual.step(ix, 0.1) for ix in ixs]
+    assert done == 3
+    for a, b in zip(losses, ref):
+        assert abs(a - b) <= 10 * tol * abs(b)
+    blocked.eng.sync_to_model()
+    for k, p in model.params.items():
+        scale = twin.params[k].abs().max().item()
+        assert (p - twin.params[k]).abs().max().item() <= tol * scale, k
+
+
+def test_bad_index_gives_nan_and_touches_nothing():
+    model, X, Y, ix = setup(B=16, H=30, dtype=torch.float32)
+    blocked = Blocked(model, X, Y, 16, 2, 8)
+    good = ix.numpy()
+    bad = good.copy()
+    bad[7] = X.shape[0]  # one past the end of the training set
+    blocked.run(good, 0.1, True)  # one good step first
+    P, G = blocked.eng.P.copy(), blocked.eng.G.copy()
+    done, losses = blocked.run(np.stack([bad, good]), 0.1, True)
+    assert done == 1 and np.isnan(losses[0])  # the chunk stops at the bad step
+    assert np.array_equal(blocked.eng.P, P)  # no update was made
+    assert np.array_equal(blocked.eng.G, G)  # nor any gradient written: dC is still all zero
+    done, losses = blocked.run(np.stack([good, good]), 0.1, True)
+    assert done == 2 and np.isfinite(losses).all()
+
+
+def test_blocks_and_work_size():
+    assert FB.make_blocks(100, 2, 32).tolist() == [2, 0, 32, 64, 96, 100]
+    assert FB.make_blocks(8, 3, 8).tolist() == [3, 0, 8]
+    assert FB.block_width(1024, 2) == 128 and FB.block_width(200, 2) == 104 and FB.block_width(3, 1) == 8
+    assert FB.make_blocks(200, 2, FB.block_width(200, 2)).tolist() == [2, 0, 104, 200]  # one block per group
+    blocks = FB.make_blocks(50, 2, 16)
+    # the arena holds the xhat and h panels (B*H each), two groups' partial logits^T and dembcat
+    assert FB.work_size_blocked(37, 30, 50, 27, blocks) >= 37 * (2 * 30 + 2 * 50 + 27 + 2 * 27 + 2 * 30 + 2 * 16)
+
+
+def test_kernels_hash_is_current():
+    """fast_blocked inlines fast_kernels; numba's disk cache only sees fast_blocked.py change, so
+    fast_blocked.py carries fast_kernels.py's hash. Paste the new one there after editing it."""
+    digest = hashlib.sha256(Path(FB.__file__).with_name("fast_kernels.py").read_bytes()).hexdigest()
+    assert digest == FB.KERNELS_SHA256, f"fast_kernels.py changed: set fast_blocked.KERNELS_SHA256 = {digest!r}"
