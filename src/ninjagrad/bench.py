@@ -120,8 +120,10 @@ def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: fl
         for name, e in engines.items():
             sync()
             # a moment for the threads the previous engine woke (torch's OpenMP, OpenBLAS) to stop
-            # spinning, as they would have in a run of this engine alone
+            # spinning, as they would have in a run of this engine alone; then one untimed call, so
+            # that the timed block starts with warm caches and a core that is not idling down
             time.sleep(0.2)
+            run(e, min(steps, e.chunk_size(B)))
             t = time.perf_counter()
             run(e, steps)
             sync()
@@ -154,7 +156,7 @@ def scaling_table(steps: int, repeats: int, batches=(32, 256, 4096), hiddens=(20
         for B in batches:
             names = ["manual", "fast"]
             engines, N = make_engines(names, B=B, H=H)
-            n = max(3, min(steps, int(steps * 32 * 200 / (B * H))))
+            n = max(8, min(steps, int(steps * 32 * 200 / (B * H))))
             t = time_engines(engines, N, B, n, repeats)
             flops = step_flops(B, 30, H, 27)
             for name in names:
