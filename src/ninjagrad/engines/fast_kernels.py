@@ -116,7 +116,7 @@ def embedding_clear(dC, Xtr, ix):
 
 @jit(inline="always")
 def linear_forward(x, W, out):
-    """out = x W + b, where the bias is added by the pass that reads `out` next (saving a pass)."""
+    """out = x W. No bias: the only caller is the first layer, whose b1 batchnorm would subtract again."""
     np.dot(x, W, out)  # (B, out)
 
 
