@@ -41,7 +41,7 @@ def candidates(B: int, H: int, widths: list[int]) -> list[tuple]:
         for w in widths or [FB.block_width(H, groups)]:
             blocks = FB.make_blocks(H, groups, w)
             out.append((f"train_steps_blocked, {groups} thread{'s' * (groups > 1)}, w={w}", FB.train_steps_blocked,
-                        blocks, 1, FB.work_size_blocked(B, K, H, V, blocks)))
+                        blocks, 1, FB.work_size_blocked(B, T, E, H, V, blocks)))
     return out
 
 

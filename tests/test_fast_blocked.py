@@ -44,7 +44,8 @@ class Blocked:
         cfg = model.config
         K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
         self.blocks = FB.make_blocks(H, ngroups, width)
-        self.work = np.zeros(FB.work_size_blocked(B, K, H, V, self.blocks), self.eng.np_dtype)
+        size = FB.work_size_blocked(B, cfg.block_size, cfg.n_embd, H, V, self.blocks)
+        self.work = np.zeros(size, self.eng.np_dtype)
         self.Yb = np.empty(B, np.int64)
 
     def run(self, ixs, lr, update):
@@ -154,8 +155,10 @@ def test_blocks_and_work_size():
     assert FB.block_width(1024, 2) == 128 and FB.block_width(200, 2) == 104 and FB.block_width(3, 1) == 8
     assert FB.make_blocks(200, 2, FB.block_width(200, 2)).tolist() == [2, 0, 104, 200]  # one block per group
     blocks = FB.make_blocks(50, 2, 16)
-    # the arena holds the xhat and h panels (B*H each), two groups' partial logits^T and dembcat
-    assert FB.work_size_blocked(37, 30, 50, 27, blocks) >= 37 * (2 * 30 + 2 * 50 + 27 + 2 * 27 + 2 * 30 + 2 * 16)
+    # the arena holds embcat, the xhat and h panels (B*H each), two groups' partial logits^T, their
+    # (T, V, 16) tables and partial dC (V, E)
+    assert FB.work_size_blocked(37, 3, 10, 50, 27, blocks) >= (37 * (30 + 2 * 50 + 27 + 2 * 27) + 2 * 3 * 27 * 16
+                                                               + 2 * 27 * 10)
 
 
 def test_kernels_hash_is_current():

@@ -27,6 +27,10 @@ from .base import Engine
 
 CHUNK_ELEMENTS = 64 * 32 * 200  # B*H*steps of one call into the kernel, at most (see chunk_size)
 PARALLEL_MIN_ELEMENTS = 1 << 17  # B*H from which more threads may pay off: worth a few timed trial steps
+# The blocked kernel goes through per-character tables, (T, V, block width) per core: for the
+# lecture's 27 characters they are a few KB; for a vocabulary of thousands the matmuls they replace
+# would be cheaper. Offered up to this vocabulary.
+BLOCKED_MAX_VOCAB = 256
 
 
 def use_workqueue_threads():
@@ -212,18 +216,21 @@ class FastEngine(Engine):
         candidates = [(self.kernels.train_steps, one, 1)]
         size = self.kernels.work_offsets(B, K, H, V)[-1]
         if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
-            from . import fast_blocked as FB
+            candidates += [(self.kernels.train_steps_parallel, self.kernels.column_blocks(H, n), n),
+                           (self.kernels.train_steps, one, n)]  # BLAS on all cores last: see Plan
+            kernels = [self.kernels.train_steps_parallel]
+            if V <= BLOCKED_MAX_VOCAB:
+                from . import fast_blocked as FB
 
-            blocked = FB.make_blocks(H, n, FB.block_width(H, n))
-            candidates += [(FB.train_steps_blocked, blocked, 1),  # BLAS on all cores last: see Plan
-                           (self.kernels.train_steps_parallel, self.kernels.column_blocks(H, n), n),
-                           (self.kernels.train_steps, one, n)]
-            # every kernel lays out its own pieces of the activations from offset 0, and keeps nothing
-            # there between steps: one arena, as large as the larger layout, serves them all
-            size = max(size, FB.work_size_blocked(B, K, H, V, blocked))
+                blocked = FB.make_blocks(H, n, FB.block_width(H, n))
+                candidates.insert(1, (FB.train_steps_blocked, blocked, 1))
+                kernels.append(FB.train_steps_blocked)
+                # every kernel lays out its own pieces of the activations from offset 0, and keeps
+                # nothing there between steps: one arena, as large as the larger layout, serves them all
+                size = max(size, FB.work_size_blocked(B, cfg.block_size, cfg.n_embd, H, V, blocked))
             for sig in self.kernels.train_steps.signatures:  # compiled (or loaded) now, not in a timed trial
-                self.kernels.train_steps_parallel.compile(sig)
-                FB.train_steps_blocked.compile(sig)
+                for kernel in kernels:
+                    kernel.compile(sig)
         bufs = (np.empty(size, self.np_dtype), np.empty(B, np.int64))  # (activations, the batch's targets Yb)
         self.plans = {B: Plan(bufs, candidates)}  # keep one: buffers can be big
         return self.plans[B]

@@ -3,25 +3,34 @@
 fast_kernels.py runs each layer over the whole batch: at B=4096, H=1024 every (B, H) pass streams
 16 MB through DRAM, and its batchnorm reads its input five times. Here the hidden layer is cut into
 column blocks (~128 columns), and each block goes down the batch in chunks of rows small enough
-(ROW_CHUNK_ELEMENTS) that a chunk's matmul output is still in L1/L2 when the elementwise pass and
-the next matmul read it. Each thread owns a group of blocks and calls a single-threaded BLAS (the
-caller sets OpenBLAS to 1 thread). Per block, [j0, j1) of H, w wide:
+(ROW_CHUNK_ELEMENTS) that a chunk's output is still in L1/L2 when the elementwise pass and the next
+matmul read it. Each thread owns a group of blocks and calls a single-threaded BLAS (the caller sets
+OpenBLAS to 1 thread). Per block, [j0, j1) of H, w wide:
 
     block_forward                                     block_backward (after the loss)
     0. mean = (mean_b embcat) W1                      1. per chunk: dh = dlogits W2^T          gemm
-    1. per chunk: hprebn = embcat W1         gemm                   dW2^T += dlogits^T h          gemm
-                  var += (hprebn - mean)^2                          dhpreact = (1 - h^2) dh, sums
-    2. per chunk: xhat, h = tanh(.)                   2. per chunk: dhprebn (batchnorm backward)
-                  logits_g^T += W2^T h^T     gemm                   dW1 += embcat^T dhprebn       gemm
-                                                                    dembcat_g += dhprebn W1^T     gemm
+       table_t = C W1_t (V, w), t < T        gemm                   dW2^T += dlogits^T h          gemm
+    1. per row: hprebn = sum_t table_t[X_t]                         dhpreact = (1 - h^2) dh, sums
+                var += (hprebn - mean)^2              2. per row:   dhprebn (batchnorm backward)
+    2. per chunk: xhat, h = tanh(.)                                 S_t[X_t] += dhprebn, t < T
+                  logits_g^T += W2^T h^T     gemm        per t:     dW1_t = C^T S_t               gemm
+                                                                    dC_g += S_t W1_t^T            gemm
     then, on one thread: logits = sum_g logits_g, softmax + cross-entropy (-> dlogits, db2);
-    after the backward: dembcat = sum_g dembcat_g, the scatter into dC, the SGD update.
+    after the backward: dC = sum_g dC_g, the SGD update.
 
-The embedding, cross-entropy and update are fast_kernels' own functions; the batchnorm and tanh
-passes are fast_kernels' formulas (b1 left out of the forward, where batchnorm cancels it; the mean
-from embcat's), summed over the batch in the same order, cut at chunk borders.
-Each group's partial sums of the logits and of dembcat are added in a fixed order afterwards, so
-results do not depend on which thread finished first.
+The first layer goes through the embedding table: embcat W1 = sum_t C[X_t] W1_t = sum_t (C W1_t)[X_t].
+With the lecture's V = 27 characters against a batch of thousands, the T products C W1_t are tiny
+and each row of hprebn is a sum of T of their rows, a gather where embcat W1 would make K = T*E
+multiply-adds per element; backward, the rows of dhprebn are scatter-added by character into S_t
+(onehot(X_t)^T dhprebn), from which dW1 and dC are small matmuls. Two K-deep matmuls over the batch
+(dembcat and dW1) and the forward's one become gathers and scatters: ~24% less time on one core at
+B = 4096, H = 1024. The engine offers this kernel for vocabularies up to fast.BLOCKED_MAX_VOCAB.
+
+The embedding gather, cross-entropy and update are fast_kernels' own functions; the batchnorm and
+tanh passes are fast_kernels' formulas (b1 left out of the forward, where batchnorm cancels it; the
+mean from embcat's), summed over the batch in the same order, cut at chunk borders. Each group's
+partial sums of the logits and of dC are added in a fixed order afterwards, so results do not depend
+on which thread finished first.
 
 The matmuls act on column blocks of row-major matrices and accumulate (beta = 1), which numba's
 np.dot cannot do; `gemm` below calls BLAS's sgemm/dgemm directly, through the entry point np.dot
@@ -42,7 +51,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .fast_jit import jit
-from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward, embedding_backward,
+from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward,
                            embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update)
 from .fast_vecmath import vtanh
 
@@ -91,21 +100,22 @@ def _chunk(B, wmax):
 
 
 @jit
-def work_offsets_blocked(B, K, H, V, ngroups, wmax):
-    """Where embcat, dembcat (B, K), the xhat and h panels (B*H each), logits^T (V, B), the groups'
-    partial logits^T (g, V, B), partial dembcat (g, B, K) and dh scratch (g, a chunk of rows * wmax),
-    mean, var_inv (H) and the softmax's per-example max (B) start in the activation arena; the last
-    entry is its size."""
-    sizes = (B * K, B * K, B * H, B * H, V * B, ngroups * V * B, ngroups * B * K, ngroups * _chunk(B, wmax), H, H, B)
+def work_offsets_blocked(B, T, E, H, V, ngroups, wmax):
+    """Where embcat (B, K), the xhat and h panels (B*H each), logits^T (V, B), the groups' partial
+    logits^T (g, V, B), each group's tables (g, T, V, wmax), partial dC (g, V, E) and dh scratch (g,
+    a chunk of rows * wmax), mean, var_inv (H) and the softmax's per-example max (B) start in the
+    activation arena; the last entry is its size."""
+    sizes = (B * T * E, B * H, B * H, V * B, ngroups * V * B, ngroups * T * V * wmax, ngroups * V * E,
+             ngroups * _chunk(B, wmax), H, H, B)
     offs = np.zeros(len(sizes) + 1, np.int64)
     for i in range(len(sizes)):
         offs[i + 1] = offs[i] + _aligned(sizes[i])
     return offs
 
 
-def work_size_blocked(B: int, K: int, H: int, V: int, blocks: np.ndarray) -> int:
+def work_size_blocked(B: int, T: int, E: int, H: int, V: int, blocks: np.ndarray) -> int:
     """Elements of the `work` arena that train_steps_blocked needs for batches of B with these blocks."""
-    return int(work_offsets_blocked(B, K, H, V, int(blocks[0]), int(np.diff(blocks[1:]).max()))[-1])
+    return int(work_offsets_blocked(B, T, E, H, V, int(blocks[0]), int(np.diff(blocks[1:]).max()))[-1])
 
 
 # --- BLAS, called directly -----------------------------------------------------------------------
@@ -171,22 +181,28 @@ def gemm(a, trans_a, b, trans_b, c, beta):
 # --- the step ------------------------------------------------------------------------------------
 
 @jit
-def block_forward(embcat, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, eps):
+def block_forward(Xtr, ix, C, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, table, eps):
     """One column block's forward: xhat, h (B, w) of the block, its mean and var_inv, and its share
     of the logits added to logitsT (V, B). W1, bngain, ... are the block's columns; esum (K,) holds
-    embcat's column sums.
+    embcat's column sums; table is this thread's (T, V, >= w) scratch.
 
-    fast_kernels' batch_mean_of_linear and batchnorm_tanh_forward, in their order of summation:
-    hprebn = embcat W1 without b1 (batchnorm subtracts the batch mean, and any bias with it), and
+    hprebn = embcat W1 = sum_t C[X_t] W1_t = sum_t (C W1_t)[X_t]: the vocabulary is far smaller than a
+    large batch, so the T products C W1_t (V, w) are made once per block and each row of hprebn is
+    the sum of T of their rows, a gather where the matmul would do K multiply-adds per element. Then
+    fast_kernels' batch_mean_of_linear and batchnorm_tanh_forward (b1 left out: batchnorm subtracts it):
       0. mean = mean_b (embcat W1) = (esum / n) W1, before any pass over the block;
-      1. per chunk: hprebn = embcat W1 (written where xhat goes), var += (hprebn - mean)^2 while the
-         chunk is in L1/L2; then var_inv = 1 / sqrt(var / (n - 1) + eps) (Bessel, as the lecture);
-      2. per chunk: xhat = (hprebn - mean) var_inv, h = tanh(bngain xhat + bnbias), logits^T += W2^T h^T.
+      1. per row: hprebn (written where xhat goes), var += (hprebn - mean)^2 while the row is hot;
+         then var_inv = 1 / sqrt(var / (n - 1) + eps) (Bessel, as the lecture);
+      2. per chunk of rows: xhat = (hprebn - mean) var_inv, h = tanh(bngain xhat + bnbias),
+         logits^T += W2^T h^T.
     """
     B, w = h.shape
-    K = embcat.shape[1]
+    K = esum.shape[0]
+    T, E = Xtr.shape[1], C.shape[1]
     dt = h.dtype.type
     rows = _rows(B, w)
+    for t in range(T):
+        gemm(C, False, W1[t * E:(t + 1) * E], False, table[t, :, :w], 0.0)  # (V, w) C W1_t
     m = np.zeros(w, h.dtype)  # per column: the mean
     vi = np.zeros(w, h.dtype)  # per column: the sum of squared differences, then var_inv
     for k in range(K):
@@ -195,14 +211,18 @@ def block_forward(embcat, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv,
             m[j] += sk * wk[j]
     for j in range(w):
         m[j] /= dt(B)
-    for r0 in range(0, B, rows):
-        r1 = min(B, r0 + rows)
-        gemm(embcat[r0:r1], False, W1, False, xhat[r0:r1], 0.0)  # (rows, w) hprebn
-        for i in range(r0, r1):
-            x = xhat[i]
+    for i in range(B):
+        x, row = xhat[i], ix[i]
+        first = table[0, Xtr[row, 0]]
+        for j in range(w):
+            x[j] = first[j]
+        for t in range(1, T):
+            tt = table[t, Xtr[row, t]]
             for j in range(w):
-                d = x[j] - m[j]
-                vi[j] += d * d
+                x[j] += tt[j]  # (w,) hprebn of example i
+        for j in range(w):
+            d = x[j] - m[j]
+            vi[j] += d * d
     for j in range(w):
         vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))  # 1/sqrt vectorises, pow(x, -0.5) would not
         mean[j] = m[j]
@@ -219,18 +239,22 @@ def block_forward(embcat, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv,
 
 
 @jit
-def block_backward(dlogitsT, embcat, W1, W2T, bngain, var_inv, xhat, h, dW1, dW2T, db1, dbngain, dbnbias,
-                   dembcat, scratch):
+def block_backward(dlogitsT, Xtr, ix, C, W1, W2T, bngain, var_inv, xhat, h, dW1, dW2T, db1, dbngain, dbnbias,
+                   dC, table, scratch):
     """One column block's backward, from dlogits^T (V, B) to dW1, dW2^T, db1, dbngain, dbnbias of
-    the block (assigned) and its share of dembcat (B, K) (added). W1, W2T, ... are the block's columns.
+    the block (assigned) and its share of dC (V, E) (added). W1, W2T, ... are the block's columns;
+    table is this thread's (T, V, >= w) scratch.
 
     Two passes down the batch in chunks of _rows(B, w) rows, so that what a chunk's matmuls and loops
     share stays in L1/L2 (a whole block, 2 MB a (B, w) array at B=4096, w=128 in float32, does not):
       1. dh = dlogits W2^T, dW2^T += dlogits^T h, dhpreact = (1 - h^2) dh written over h, and the
          column sums dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat;
       2. dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain), over h again
-         (fast_kernels.batchnorm_tanh_backward's formula, summed in the same order), db1 = sum_B
-         dhprebn, dW1 += embcat^T dhprebn, dembcat += dhprebn W1^T.
+         (fast_kernels.batchnorm_tanh_backward's formula), db1 = sum_B dhprebn, and each row of dhprebn
+         added to S_t[X_t] for every t: S_t (V, w) = onehot(X_t)^T dhprebn, accumulated, never
+         assigned, so a character seen twice gets both rows.
+    Then, from the S_t, the first layer's gradients without a K-deep matmul over the batch:
+    dW1_t = embcat_t^T dhprebn = C^T S_t, and dC += dembcat_t scattered by X_t = S_t W1_t^T.
     """
     B, w = h.shape
     dt = h.dtype.type
@@ -259,18 +283,24 @@ def block_backward(dlogitsT, embcat, W1, W2T, bngain, var_inv, xhat, h, dW1, dW2
     sbt = sb.copy()
     sb[:] = 0.0
     n = dt(B)
-    for r0 in range(0, B, rows):
-        r1 = min(B, r0 + rows)
-        for i in range(r0, r1):
-            d, xi = h[i], xhat[i]
+    T, E = Xtr.shape[1], C.shape[1]
+    S = table[:, :, :w]  # (T, V, w)
+    S[:, :, :] = 0.0
+    for i in range(B):
+        d, xi, row = h[i], xhat[i], ix[i]
+        for j in range(w):
+            v = a[j] * (n * d[j] - sbt[j] - csg[j] * xi[j])  # (w,) dhprebn of example i
+            d[j] = v
+            sb[j] += v
+        for t in range(T):
+            st = S[t, Xtr[row, t]]
             for j in range(w):
-                v = a[j] * (n * d[j] - sbt[j] - csg[j] * xi[j])  # (B, w) dhprebn
-                d[j] = v
-                sb[j] += v
-        gemm(embcat[r0:r1], True, h[r0:r1], False, dW1, 0.0 if r0 == 0 else 1.0)  # (K, w) embcat^T dhprebn
-        gemm(h[r0:r1], False, W1, True, dembcat[r0:r1], 1.0)  # (rows, K) += dhprebn W1^T
+                st[j] += d[j]  # (V, w) S_t, scatter-added
     for j in range(w):
         db1[j] = sb[j]
+    for t in range(T):
+        gemm(C, True, S[t], False, dW1[t * E:(t + 1) * E], 0.0)  # (E, w) dW1_t = C^T S_t
+        gemm(S[t], False, W1[t * E:(t + 1) * E], True, dC, 1.0)  # (V, E) dC += S_t W1_t^T
 
 
 @jit(inline="always")
@@ -287,16 +317,17 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     wmax = 0
     for i in range(nblk):
         wmax = max(wmax, bounds[i + 1] - bounds[i])
-    po, wo = param_offsets(V, E, K, H), work_offsets_blocked(B, K, H, V, ngroups, wmax)
+    T = Xtr.shape[1]
+    po, wo = param_offsets(V, E, K, H), work_offsets_blocked(B, T, E, H, V, ngroups, wmax)
     C, W1, b1, W2T, b2, bngain, bnbias = _params_view(P, po, V, E, K, H)
     dC, dW1, db1, dW2T, db2, dbngain, dbnbias = _params_view(G, po, V, E, K, H)
     embcat = work[wo[0]:wo[0] + B * K].reshape((B, K))
-    dembcat = work[wo[1]:wo[1] + B * K].reshape((B, K))
-    xhats = work[wo[2]:wo[2] + B * H]  # the (B, w) panels of hprebn (= embcat W1), then xhat, block after block
-    hs = work[wo[3]:wo[3] + B * H]  # the (B, w) panels of h
-    logitsT = work[wo[4]:wo[4] + V * B].reshape((V, B))  # then dlogits^T
-    logits_g = work[wo[5]:wo[5] + ngroups * V * B].reshape((ngroups, V, B))
-    dembcat_g = work[wo[6]:wo[6] + ngroups * B * K].reshape((ngroups, B, K))
+    xhats = work[wo[1]:wo[1] + B * H]  # the (B, w) panels of hprebn (= embcat W1), then xhat, block after block
+    hs = work[wo[2]:wo[2] + B * H]  # the (B, w) panels of h
+    logitsT = work[wo[3]:wo[3] + V * B].reshape((V, B))  # then dlogits^T
+    logits_g = work[wo[4]:wo[4] + ngroups * V * B].reshape((ngroups, V, B))
+    tables = work[wo[5]:wo[5] + ngroups * T * V * wmax].reshape((ngroups, T, V, wmax))  # C W1_t, then S_t
+    dC_g = work[wo[6]:wo[6] + ngroups * V * E].reshape((ngroups, V, E))
     chunk = _chunk(B, wmax)
     dh_g = work[wo[7]:wo[7] + ngroups * chunk].reshape((ngroups, chunk))  # (g, rows * w) dh scratch
     mean, var_inv = work[wo[8]:wo[8] + H], work[wo[9]:wo[9] + H]
@@ -318,27 +349,26 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
             w = j1 - j0
             xh = xhats[B * j0:B * j1].reshape((B, w))
             hh = hs[B * j0:B * j1].reshape((B, w))
-            block_forward(embcat, esum, W1[:, j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1], xh, hh,
-                          mean[j0:j1], var_inv[j0:j1], lg, BN_EPS)
+            block_forward(Xtr, ix, C, esum, W1[:, j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1], xh, hh,
+                          mean[j0:j1], var_inv[j0:j1], lg, tables[g], BN_EPS)
     logitsT[:, :] = logits_g[0]
     for g in range(1, ngroups):
         logitsT += logits_g[g]  # in a fixed order: the sum does not depend on which thread ran first
     loss = cross_entropy_forward(logitsT, b2, Yb, db2, colmax, colsum)  # logits^T -> dlogits^T (V, B)
     # backward
     for g in prange(ngroups):
-        dg = dembcat_g[g]  # (B, K) this group's share of dembcat
+        dg = dC_g[g]  # (V, E) this group's share of dC
         dg[:, :] = 0.0
         for blk in range(g, nblk, ngroups):
             j0, j1 = bounds[blk], bounds[blk + 1]
             xh = xhats[B * j0:B * j1].reshape((B, j1 - j0))
             hh = hs[B * j0:B * j1].reshape((B, j1 - j0))
-            block_backward(logitsT, embcat, W1[:, j0:j1], W2T[:, j0:j1], bngain[j0:j1], var_inv[j0:j1], xh, hh,
+            block_backward(logitsT, Xtr, ix, C, W1[:, j0:j1], W2T[:, j0:j1], bngain[j0:j1], var_inv[j0:j1], xh, hh,
                            dW1[:, j0:j1], dW2T[:, j0:j1], db1[j0:j1], dbngain[j0:j1], dbnbias[j0:j1], dg,
-                           dh_g[g])
-    dembcat[:, :] = dembcat_g[0]
+                           tables[g], dh_g[g])
+    dC[:, :] = dC_g[0]  # all of dC: the rows no example touched get exact zeros from their zero rows of S_t
     for g in range(1, ngroups):
-        dembcat += dembcat_g[g]
-    embedding_backward(dembcat, Xtr, ix, dC)  # (V, E)
+        dC += dC_g[g]  # in a fixed order
     if update:
         sgd_update(P[po[1]:po[7]], G[po[1]:po[7]], lr)  # everything but C: gaps are zero in both arenas
         embedding_sgd_and_clear(C, dC, Xtr, ix, lr)
