@@ -35,6 +35,11 @@ class Engine:
         the others one step a call keeps the progress bar and Ctrl-C as prompt as they are."""
         return 1
 
+    def trial_steps(self, batch_size: int) -> int:
+        """Steps this engine still spends trying ways to run batches of this size before it keeps one
+        (0 for most): a benchmark runs them before it starts timing."""
+        return 0
+
     def steps(self, ixs: torch.Tensor, lr: float) -> list[float]:
         """One step per minibatch ixs[0], ixs[1], ... of the (n, B) indices, all at `lr`; their losses.
 

@@ -89,8 +89,12 @@ def check_supported(model, optimizer):
 class Plan:
     """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
 
-    With several candidates, each in turn runs TRIALS steps, timed, and the one with the smallest
-    median is kept. Each candidate's steps come one after the other, in the candidates' order, and
+    With several candidates, each in turn runs one untimed step (its first: thread pools start, caches
+    fill) and then TRIALS timed ones, and the one whose second-fastest timed step is fastest is kept.
+    On a shared machine single steps vary by half and noise only ever adds time, so a low quantile
+    estimates a candidate's own speed better than the median (the median of three once kept a
+    kernel 1.5x slower); the second-fastest, so that one lucky step cannot decide. Each
+    candidate's steps come one after the other, in the candidates' order, and
     the multi-threaded BLAS candidates come last: OpenBLAS's threads keep spinning for a while after
     their work, and a candidate timed in that while would be measured against them. The candidates
     compute the same math, but their sums run in different orders (BLAS's blocking for several
@@ -98,7 +102,7 @@ class Plan:
     last bits, not more.
     """
 
-    TRIALS = 3
+    TRIALS = 5
 
     def __init__(self, bufs, candidates):
         self.bufs = bufs
@@ -110,9 +114,9 @@ class Plan:
         if self.decided:
             i = 0
         else:
-            i = next((k for k, t in enumerate(self.times) if len(t) < self.TRIALS), None)
-            if i is None:
-                i = min(range(len(self.candidates)), key=lambda k: sorted(self.times[k])[self.TRIALS // 2])
+            i = next((k for k, t in enumerate(self.times) if len(t) < 1 + self.TRIALS), None)
+            if i is None:  # each candidate's second-fastest timed step; its first (untimed) one left out
+                i = min(range(len(self.candidates)), key=lambda k: sorted(self.times[k][1:])[1])
                 self.candidates, self.decided = [self.candidates[i]], True
                 i = 0
         kernel, blocks, threads = self.candidates[i]
@@ -283,6 +287,10 @@ class FastEngine(Engine):
         lecture's shapes, and calls of a few milliseconds at most (a prompt progress bar and Ctrl-C):
         64 steps at batch 32 x n_hidden 200, one step a call from batch 4096 x n_hidden 100 on."""
         return max(1, min(self.MAX_CHUNK, CHUNK_ELEMENTS // (batch_size * self.model.config.n_hidden)))
+
+    def trial_steps(self, batch_size):
+        plan = self.plans.get(batch_size) or self._plan(batch_size)
+        return 0 if plan.decided else sum(1 + Plan.TRIALS - len(t) for t in plan.times)
 
     def step(self, ix, lr):
         return self._run(ix, lr, True)[0]
