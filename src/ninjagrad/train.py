@@ -289,7 +289,7 @@ class Run:
             n = self.chunk_length(i)
             t0 = time.perf_counter()
             # n minibatches in one draw: torch's CPU generator fills the (n, B) tensor with the same
-            # numbers, in the same order, as n draws of (B,) (tests/test_train.py holds it to that)
+            # numbers, in the same order, as n draws of (B,) (tests/test_fast_engine.py holds it to that)
             ixs = torch.randint(0, N, (n, cfg.batch_size), generator=self.generator)
             if not on_cpu:
                 ixs = ixs.to(device)

@@ -56,17 +56,20 @@ from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross
 from .fast_vecmath import vtanh
 
 # numba keys its disk cache on this file alone, yet the kernels below inline fast_kernels.py and
-# fast_vecmath.py (fast_kernels.py carries fast_vecmath.py's hash, kept current by its own test).
+# fast_vecmath.py and use fast_jit's options (fast_kernels.py carries the hashes of those two, kept
+# current by its own test).
 # fast_kernels.py's hash is written here, so that editing it changes this file too and the cached
 # machine code is rebuilt (tests/test_fast_blocked.py holds them equal).
 KERNELS_SHA256 = "eec42d7fbd026d633f090c6b1d0d54ebda89d434801aa7bcf2f52e66f8a28321"
 
-# rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's hprebn or
-# dh, the rows of h and xhat and of embcat and the logits it meets stay in L1/L2. Measured at
-# B=4096, H=1024, float32, 2 cores (fastest of 8 steps): 8K elements 14.7 ms/step, 16K 13.6,
-# 32K 13.0-13.4, 64K 16.6, 128K 15.7; w=64 and w=128 within noise of each other.
+# rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's dh, the
+# rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2
+# cores, when the first layer was still a matmul (fastest of 8 steps): 8K elements 14.7 ms/step, 16K
+# 13.6, 32K 13.0-13.4, 64K 16.6, 128K 15.7.
 ROW_CHUNK_ELEMENTS = 32 * 1024
-BLOCK_TARGET = 128  # columns per block: wider blocks make fewer, larger matmuls (w=32 measured 7% slower)
+# columns per block: wider blocks make fewer, larger matmuls. `benchmarks/fast_blocked.py --widths 32
+# 64 128 256` at 4096 x 1024, 2 cores: 18.4, 17.1, 15.5, 15.7 ms a step.
+BLOCK_TARGET = 128
 
 
 def block_width(H: int, ngroups: int) -> int:
