@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ninjagrad.engines import autograd_loss_and_grads, make_engine
@@ -63,6 +63,9 @@ def test_float64_gradients_match_autograd(B):
 @settings(max_examples=20, deadline=None)
 @given(B=st.integers(4, 70), T=st.integers(1, 5), E=st.integers(1, 12), H=st.integers(1, 80),
        V=st.integers(2, 40), seed=st.integers(0, 10_000))
+# a batch of 4 whose contexts are nearly all the same: a batch mean taken from W1's linearity instead of
+# from the rows left xhat = rounding noise * 1/sqrt(eps) there, and b1's gradient 6x the manual engine's
+@example(B=4, T=1, E=2, H=16, V=5, seed=1)
 def test_float32_gradients_match_manual_engine(B, T, E, H, V, seed):
     model, X, Y, ix = setup(B, T, E, H, V, dtype=torch.float32, seed=seed)
     loss, grads = make_fast_engine(model, X, Y).loss_and_grads(ix)

@@ -8,10 +8,10 @@ matmul read it. Each thread owns a group of blocks and calls a single-threaded B
 OpenBLAS to 1 thread). Per block, [j0, j1) of H, w wide:
 
     block_forward                                     block_backward (after the loss)
-    0. mean = (mean_b embcat) W1                      1. per chunk: dh = dlogits W2^T          gemm
-       table_t = C W1_t (V, w), t < T        gemm                   dW2^T += dlogits^T h          gemm
+    0. table_t = C W1_t (V, w), t < T        gemm  1. per chunk: dh = dlogits W2^T          gemm
     1. per row: hprebn = sum_t table_t[X_t]                         dhpreact = (1 - h^2) dh, sums
-                var += (hprebn - mean)^2              2. per row:   dhprebn (batchnorm backward)
+                mean, var (Welford)                                 dW2^T += dlogits^T h          gemm
+                                                      2. per row:   dhprebn (batchnorm backward)
     2. per chunk: xhat, h = tanh(.)                                 S_t[X_t] += dhprebn, t < T
                   logits_g^T += W2^T h^T     gemm        per t:     dW1_t = C^T S_t               gemm
                                                                     dC_g += S_t W1_t^T            gemm
@@ -27,8 +27,8 @@ multiply-adds per element; backward, the rows of dhprebn are scatter-added by ch
 B = 4096, H = 1024. The engine offers this kernel for vocabularies up to fast.BLOCKED_MAX_VOCAB.
 
 The embedding gather, cross-entropy and update are fast_kernels' own functions; the batchnorm and
-tanh passes are fast_kernels' formulas (b1 left out of the forward, where batchnorm cancels it; the
-mean from embcat's), summed over the batch in the same order, cut at chunk borders. Each group's
+tanh passes are fast_kernels' formulas (b1 left out of the forward, where batchnorm cancels it),
+summed over the batch in the same order. Each group's
 partial sums of the logits and of dC are added in a fixed order afterwards, so results do not depend
 on which thread finished first.
 
@@ -52,7 +52,7 @@ from numba.extending import intrinsic
 
 from .fast_jit import jit
 from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward,
-                           embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update)
+                           embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update, welford_update)
 from .fast_vecmath import vtanh
 
 # numba keys its disk cache on this file alone, yet the kernels below inline fast_kernels.py and
@@ -60,7 +60,7 @@ from .fast_vecmath import vtanh
 # current by its own test).
 # fast_kernels.py's hash is written here, so that editing it changes this file too and the cached
 # machine code is rebuilt (tests/test_fast_blocked.py holds them equal).
-KERNELS_SHA256 = "eec42d7fbd026d633f090c6b1d0d54ebda89d434801aa7bcf2f52e66f8a28321"
+KERNELS_SHA256 = "b89bd805c8de852994bace32fde6c9e3b3aeb95db1e96a7d6a124a6cc51e72f8"
 
 # rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's dh, the
 # rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2
@@ -184,36 +184,29 @@ def gemm(a, trans_a, b, trans_b, c, beta):
 # --- the step ------------------------------------------------------------------------------------
 
 @jit
-def block_forward(Xtr, ix, C, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, table, eps):
+def block_forward(Xtr, ix, C, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, table, eps):
     """One column block's forward: xhat, h (B, w) of the block, its mean and var_inv, and its share
-    of the logits added to logitsT (V, B). W1, bngain, ... are the block's columns; esum (K,) holds
-    embcat's column sums; table is this thread's (T, V, >= w) scratch.
+    of the logits added to logitsT (V, B). W1, bngain, ... are the block's columns; table is this
+    thread's (T, V, >= w) scratch.
 
     hprebn = embcat W1 = sum_t C[X_t] W1_t = sum_t (C W1_t)[X_t]: the vocabulary is far smaller than a
     large batch, so the T products C W1_t (V, w) are made once per block and each row of hprebn is
     the sum of T of their rows, a gather where the matmul would do K multiply-adds per element. Then
-    fast_kernels' batch_mean_of_linear and batchnorm_tanh_forward (b1 left out: batchnorm subtracts it):
-      0. mean = mean_b (embcat W1) = (esum / n) W1, before any pass over the block;
-      1. per row: hprebn (written where xhat goes), var += (hprebn - mean)^2 while the row is hot;
-         then var_inv = 1 / sqrt(var / (n - 1) + eps) (Bessel, as the lecture);
+    fast_kernels.batchnorm_tanh_forward's passes (b1 left out: batchnorm subtracts it):
+      1. per row: hprebn (written where xhat goes), folded into the column means and sums of squared
+         differences while it is hot (fast_kernels.welford_update); then var_inv = 1 / sqrt(var /
+         (n - 1) + eps) (Bessel, as the lecture);
       2. per chunk of rows: xhat = (hprebn - mean) var_inv, h = tanh(bngain xhat + bnbias),
          logits^T += W2^T h^T.
     """
     B, w = h.shape
-    K = esum.shape[0]
     T, E = Xtr.shape[1], C.shape[1]
     dt = h.dtype.type
     rows = _rows(B, w)
     for t in range(T):
         gemm(C, False, W1[t * E:(t + 1) * E], False, table[t, :, :w], 0.0)  # (V, w) C W1_t
-    m = np.zeros(w, h.dtype)  # per column: the mean
+    m = np.zeros(w, h.dtype)  # per column: the running mean
     vi = np.zeros(w, h.dtype)  # per column: the sum of squared differences, then var_inv
-    for k in range(K):
-        wk, sk = W1[k], esum[k]
-        for j in range(w):
-            m[j] += sk * wk[j]
-    for j in range(w):
-        m[j] /= dt(B)
     for i in range(B):
         x, row = xhat[i], ix[i]
         first = table[0, Xtr[row, 0]]
@@ -223,9 +216,7 @@ def block_forward(Xtr, ix, C, esum, W1, bngain, bnbias, W2T, xhat, h, mean, var_
             tt = table[t, Xtr[row, t]]
             for j in range(w):
                 x[j] += tt[j]  # (w,) hprebn of example i
-        for j in range(w):
-            d = x[j] - m[j]
-            vi[j] += d * d
+        welford_update(x, i, m, vi)
     for j in range(w):
         vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))  # 1/sqrt vectorises, pow(x, -0.5) would not
         mean[j] = m[j]
@@ -337,13 +328,9 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     colmax = work[wo[10]:wo[10] + B]
     colsum = np.empty(B)  # float64 whatever the dtype, as in fast_kernels.step_body
     # forward
+    # embcat itself is not needed here (the tables stand for it); this gathers it for the index check and Yb
     if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
         return np.nan
-    esum = np.zeros(K, embcat.dtype)  # (K,) embcat's column sums, for the batch means of hprebn
-    for i in range(B):
-        e = embcat[i]
-        for k in range(K):
-            esum[k] += e[k]
     for g in prange(ngroups):
         lg = logits_g[g]  # (V, B) this group's share of logits^T
         lg[:, :] = 0.0
@@ -352,7 +339,7 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
             w = j1 - j0
             xh = xhats[B * j0:B * j1].reshape((B, w))
             hh = hs[B * j0:B * j1].reshape((B, w))
-            block_forward(Xtr, ix, C, esum, W1[:, j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1], xh, hh,
+            block_forward(Xtr, ix, C, W1[:, j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1], xh, hh,
                           mean[j0:j1], var_inv[j0:j1], lg, tables[g], BN_EPS)
     logitsT[:, :] = logits_g[0]
     for g in range(1, ngroups):

@@ -7,7 +7,6 @@ Passes over the (B, H) activations are fused so each is read and written as few 
     forward                                       backward (the forward read bottom-up)
     embedding_forward    gather rows of C         embedding_backward   scatter-add into dC
     linear_forward       hprebn = embcat W1       linear_backward      dembcat, dW1
-    batch_mean_of_linear mean_b hprebn
     batchnorm_tanh_fwd   xhat, h = tanh(.)        batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
     linear_forward       logits = h W2            linear_backward      dh, dW2
     cross_entropy_fwd    + b2, loss, dlogits, db2 (made in the forward's passes, on logits^T)
@@ -142,26 +141,15 @@ def linear_backward_t(dout, x, WT, dx, dWT):
 # vectorise them.
 
 @jit(inline="always")
-def batch_mean_of_linear(embcat, W1, mean, blocks):
-    """mean = mean_b (embcat W1) = (mean_b embcat) W1: a (K,) by (K, H) product instead of a pass over
-    the (B, H) matmul output (one row fewer to read per example, and no stores)."""
-    B, K = embcat.shape
-    dt = embcat.dtype.type
-    s = np.zeros(K, embcat.dtype)
-    for i in range(B):
-        e = embcat[i]
-        for k in range(K):
-            s[k] += e[k]
-    for blk in prange(blocks.shape[0] - 1):
-        j0, j1 = blocks[blk], blocks[blk + 1]
-        m = mean[j0:j1]
-        m[:] = 0.0
-        for k in range(K):
-            w, sk = W1[k, j0:j1], s[k]
-            for j in range(j1 - j0):
-                m[j] += sk * w[j]
-        for j in range(j1 - j0):
-            m[j] /= dt(B)
+def welford_update(x, i, m, m2):
+    """Fold row i of a batch (x, one value per column) into the running means m and sums of squared
+    differences m2 (Welford): one pass, as accurate as the two-pass formulas, and exact when the
+    rows are equal (then x - m is 0): a batch of one repeated example gives xhat = 0, as torch does."""
+    inv = m.dtype.type(1.0 / (i + 1))
+    for j in range(x.shape[0]):
+        d = x[j] - m[j]
+        m[j] += d * inv
+        m2[j] += d * (x[j] - m[j])
 
 
 @jit(inline="always")
@@ -169,25 +157,24 @@ def batchnorm_tanh_forward(hprebn, mean, bngain, bnbias, h, var_inv, blocks, eps
     """xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
 
     hprebn = embcat W1 without b1: batchnorm subtracts the batch mean, and any bias with it, so b1
-    changes nothing here (its gradient is computed in the backward all the same). var is the batch's
-    Bessel-corrected (n-1) variance, as in the lecture, from the squared differences to the mean (no
-    cancellation when the mean is large). xhat overwrites hprebn: the backward needs xhat and h.
+    changes nothing here (its gradient is computed in the backward all the same). mean and var, the
+    batch's Bessel-corrected (n-1) variance as in the lecture, come from one pass down the batch
+    (welford_update), then xhat overwrites hprebn: the backward needs xhat and h.
     """
     B, H = hprebn.shape
     dt = hprebn.dtype.type
     for blk in prange(blocks.shape[0] - 1):
         j0, j1 = blocks[blk], blocks[blk + 1]
         w = j1 - j0
-        m, g, bb = mean[j0:j1], bngain[j0:j1], bnbias[j0:j1]
+        g, bb = bngain[j0:j1], bnbias[j0:j1]
+        m = np.zeros(w, hprebn.dtype)  # per column: the running mean
         vi = np.zeros(w, hprebn.dtype)  # per column: the sum of squared differences, then var_inv
         for i in range(B):
-            x = hprebn[i, j0:j1]
-            for j in range(w):
-                d = x[j] - m[j]
-                vi[j] += d * d
+            welford_update(hprebn[i, j0:j1], i, m, vi)
         for j in range(w):
             # unbiased, like hpreact.var(0, unbiased=True); 1/sqrt vectorises, pow(x, -0.5) would not
             vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))
+            mean[j0 + j] = m[j]
             var_inv[j0 + j] = vi[j]
         for i in range(B):
             x = hprebn[i, j0:j1]
@@ -376,7 +363,6 @@ def step_body(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
         return np.nan
     linear_forward(embcat, W1, hprebn)  # (B, H); b1 would be subtracted again by batchnorm: left out
-    batch_mean_of_linear(embcat, W1, mean, blocks)  # (H,)
     batchnorm_tanh_forward(hprebn, mean, bngain, bnbias, h, var_inv, blocks, BN_EPS)  # (B, H) xhat, h
     np.dot(W2T, h.T, logitsT)  # (V, B) logits^T; b2 is added in the next pass
     loss = cross_entropy_forward(logitsT, b2, Yb, db2, colmax, colsum)  # logits^T -> dlogits^T (V, B)
