@@ -18,9 +18,12 @@ from ninjagrad.errors import UsageError
 from ninjagrad.models import MLP, MLPConfig
 
 F32_RTOL = 1e-4  # of each gradient's own scale
-# and of the step's largest gradient: a gradient whose true value is ~0 (b1 always; W1 when a batch of
-# 2 leaves batchnorm nothing to depend on) is float32 rounding left over from terms that cancel
-F32_FLOOR = 2e-5
+# and of the step's largest gradient: a gradient whose true value is ~0 (b1 always; everything below
+# batchnorm when a small batch repeats one context, so that batchnorm has nothing to depend on) is
+# float32 rounding left over from terms that cancel, magnified up to 1/sqrt(eps) ~ 316x by batchnorm.
+# 2e-5 let hypothesis find such batches (B=5, one context; B=69, 12 characters) where the engine
+# of this session's start was off by 1.3x and 1.1x of it, as now: 5e-5
+F32_FLOOR = 5e-5
 
 
 def setup(B=32, T=3, E=10, H=64, V=27, N=500, dtype=torch.float64, seed=0):
@@ -63,9 +66,12 @@ def test_float64_gradients_match_autograd(B):
 @settings(max_examples=20, deadline=None)
 @given(B=st.integers(4, 70), T=st.integers(1, 5), E=st.integers(1, 12), H=st.integers(1, 80),
        V=st.integers(2, 40), seed=st.integers(0, 10_000))
-# a batch of 4 whose contexts are nearly all the same: a batch mean taken from W1's linearity instead of
-# from the rows left xhat = rounding noise * 1/sqrt(eps) there, and b1's gradient 6x the manual engine's
+# batches of 4 or 5 whose contexts are nearly all the same, where batchnorm's 1/sqrt(var + eps) magnifies
+# how the mean was rounded: a mean from W1's linearity put b1's gradient 6x further from the truth than
+# the manual engine's, a one-pass (Welford) mean W1's 2.7x, and leaving b1 out of hprebn C's 60x
 @example(B=4, T=1, E=2, H=16, V=5, seed=1)
+@example(B=4, T=1, E=6, H=16, V=5, seed=1)
+@example(B=5, T=1, E=9, H=29, V=3, seed=7571)
 def test_float32_gradients_match_manual_engine(B, T, E, H, V, seed):
     model, X, Y, ix = setup(B, T, E, H, V, dtype=torch.float32, seed=seed)
     loss, grads = make_fast_engine(model, X, Y).loss_and_grads(ix)
@@ -77,13 +83,14 @@ def test_float32_gradients_match_manual_engine(B, T, E, H, V, seed):
     for k, t in truth.items():
         tol = F32_RTOL * t.abs().max().item() + F32_FLOOR * largest
         # Both engines are held to the float64 truth. When the batch's examples are all alike, the
-        # variance is ~0 and 1/sqrt(var + eps) ~ 316 magnifies float32 rounding in *both* of them;
-        # then the fast engine may be off by up to twice what the manual engine is off by.
-        # b1's true gradient is 0: both engines return what is left of a batch sum that cancels, and
-        # they sum in different orders, so there the allowance over the manual engine's noise is 3x.
+        # variance is ~0 and 1/sqrt(var + eps) ~ 316 magnifies float32 rounding in *both* of them, and
+        # which of the two lands nearer the truth is chance: the fast engine may then be off by up to
+        # three times what the manual engine is off by (in a sweep of 300 cases, a third of them such
+        # batches, the fast engine came to 3 float32 ulps where the manual engine was off by 1).
         own = (grads[k].double() - t).abs().max().item()
         manual_off = (ref[k].double() - t).abs().max().item()
-        assert own <= max(tol, (3 if k == "b1" else 2) * manual_off), k
+        # (errors come in whole float32 ulps: 3 ulps against 1 must pass whatever float64 rounds to)
+        assert own <= max(tol, 3 * manual_off) * (1 + 1e-6), k
         assert (grads[k] - ref[k]).abs().max().item() <= 3 * max(tol, manual_off), k
 
 

@@ -10,7 +10,7 @@ OpenBLAS to 1 thread). Per block, [j0, j1) of H, w wide:
     block_forward                                     block_backward (after the loss)
     0. table_t = C W1_t (V, w), t < T        gemm  1. per chunk: dh = dlogits W2^T          gemm
     1. per row: hprebn = sum_t table_t[X_t]                         dhpreact = (1 - h^2) dh, sums
-                mean, var (Welford)                                 dW2^T += dlogits^T h          gemm
+                mean; then var (a pass)                             dW2^T += dlogits^T h          gemm
                                                       2. per row:   dhprebn (batchnorm backward)
     2. per chunk: xhat, h = tanh(.)                                 S_t[X_t] += dhprebn, t < T
                   logits_g^T += W2^T h^T     gemm        per t:     dW1_t = C^T S_t               gemm
@@ -27,8 +27,7 @@ multiply-adds per element; backward, the rows of dhprebn are scatter-added by ch
 B = 4096, H = 1024. The engine offers this kernel for vocabularies up to fast.BLOCKED_MAX_VOCAB.
 
 The embedding gather, cross-entropy and update are fast_kernels' own functions; the batchnorm and
-tanh passes are fast_kernels' formulas (b1 left out of the forward, where batchnorm cancels it),
-summed over the batch in the same order. Each group's
+tanh passes are fast_kernels' formulas, summed over the batch in the same order. Each group's
 partial sums of the logits and of dC are added in a fixed order afterwards, so results do not depend
 on which thread finished first.
 
@@ -52,7 +51,7 @@ from numba.extending import intrinsic
 
 from .fast_jit import jit
 from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward,
-                           embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update, welford_update)
+                           embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update)
 from .fast_vecmath import vtanh
 
 # numba keys its disk cache on this file alone, yet the kernels below inline fast_kernels.py and
@@ -60,7 +59,7 @@ from .fast_vecmath import vtanh
 # current by its own test).
 # fast_kernels.py's hash is written here, so that editing it changes this file too and the cached
 # machine code is rebuilt (tests/test_fast_blocked.py holds them equal).
-KERNELS_SHA256 = "b89bd805c8de852994bace32fde6c9e3b3aeb95db1e96a7d6a124a6cc51e72f8"
+KERNELS_SHA256 = "49d410921406ec5db53be6e69253972e9809fe45af8f836b231893b46336e4dd"
 
 # rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's dh, the
 # rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2
@@ -184,7 +183,7 @@ def gemm(a, trans_a, b, trans_b, c, beta):
 # --- the step ------------------------------------------------------------------------------------
 
 @jit
-def block_forward(Xtr, ix, C, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, table, eps):
+def block_forward(Xtr, ix, C, W1, b1, bngain, bnbias, W2T, xhat, h, mean, var_inv, logitsT, table, eps):
     """One column block's forward: xhat, h (B, w) of the block, its mean and var_inv, and its share
     of the logits added to logitsT (V, B). W1, bngain, ... are the block's columns; table is this
     thread's (T, V, >= w) scratch.
@@ -192,10 +191,10 @@ def block_forward(Xtr, ix, C, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, l
     hprebn = embcat W1 = sum_t C[X_t] W1_t = sum_t (C W1_t)[X_t]: the vocabulary is far smaller than a
     large batch, so the T products C W1_t (V, w) are made once per block and each row of hprebn is
     the sum of T of their rows, a gather where the matmul would do K multiply-adds per element. Then
-    fast_kernels.batchnorm_tanh_forward's passes (b1 left out: batchnorm subtracts it):
-      1. per row: hprebn (written where xhat goes), folded into the column means and sums of squared
-         differences while it is hot (fast_kernels.welford_update); then var_inv = 1 / sqrt(var /
-         (n - 1) + eps) (Bessel, as the lecture);
+    fast_kernels.batchnorm_tanh_forward's passes:
+      1. per row: hprebn + b1 (written where xhat goes), added to the column sums while it is hot; then
+         a pass for the squared differences to the mean, var_inv = 1 / sqrt(var / (n - 1) + eps)
+         (Bessel, as the lecture);
       2. per chunk of rows: xhat = (hprebn - mean) var_inv, h = tanh(bngain xhat + bnbias),
          logits^T += W2^T h^T.
     """
@@ -205,7 +204,7 @@ def block_forward(Xtr, ix, C, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, l
     rows = _rows(B, w)
     for t in range(T):
         gemm(C, False, W1[t * E:(t + 1) * E], False, table[t, :, :w], 0.0)  # (V, w) C W1_t
-    m = np.zeros(w, h.dtype)  # per column: the running mean
+    m = np.zeros(w, h.dtype)  # per column: the sum, then the mean
     vi = np.zeros(w, h.dtype)  # per column: the sum of squared differences, then var_inv
     for i in range(B):
         x, row = xhat[i], ix[i]
@@ -215,8 +214,18 @@ def block_forward(Xtr, ix, C, W1, bngain, bnbias, W2T, xhat, h, mean, var_inv, l
         for t in range(1, T):
             tt = table[t, Xtr[row, t]]
             for j in range(w):
-                x[j] += tt[j]  # (w,) hprebn of example i
-        welford_update(x, i, m, vi)
+                x[j] += tt[j]  # (w,) embcat W1 of example i
+        for j in range(w):
+            v = x[j] + b1[j]  # (w,) hprebn: b1 added as fast_kernels does (see batchnorm_tanh_forward)
+            x[j] = v
+            m[j] += v
+    for j in range(w):
+        m[j] /= dt(B)
+    for i in range(B):
+        x = xhat[i]
+        for j in range(w):
+            d = x[j] - m[j]
+            vi[j] += d * d
     for j in range(w):
         vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))  # 1/sqrt vectorises, pow(x, -0.5) would not
         mean[j] = m[j]
@@ -339,8 +348,8 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
             w = j1 - j0
             xh = xhats[B * j0:B * j1].reshape((B, w))
             hh = hs[B * j0:B * j1].reshape((B, w))
-            block_forward(Xtr, ix, C, W1[:, j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1], xh, hh,
-                          mean[j0:j1], var_inv[j0:j1], lg, tables[g], BN_EPS)
+            block_forward(Xtr, ix, C, W1[:, j0:j1], b1[j0:j1], bngain[j0:j1], bnbias[j0:j1], W2T[:, j0:j1],
+                          xh, hh, mean[j0:j1], var_inv[j0:j1], lg, tables[g], BN_EPS)
     logitsT[:, :] = logits_g[0]
     for g in range(1, ngroups):
         logitsT += logits_g[g]  # in a fixed order: the sum does not depend on which thread ran first

@@ -7,7 +7,7 @@ Passes over the (B, H) activations are fused so each is read and written as few 
     forward                                       backward (the forward read bottom-up)
     embedding_forward    gather rows of C         embedding_backward   scatter-add into dC
     linear_forward       hprebn = embcat W1       linear_backward      dembcat, dW1
-    batchnorm_tanh_fwd   xhat, h = tanh(.)        batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
+    batchnorm_tanh_fwd   + b1, xhat, h = tanh(.)  batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
     linear_forward       logits = h W2            linear_backward      dh, dW2
     cross_entropy_fwd    + b2, loss, dlogits, db2 (made in the forward's passes, on logits^T)
 
@@ -115,7 +115,7 @@ def embedding_clear(dC, Xtr, ix):
 
 @jit(inline="always")
 def linear_forward(x, W, out):
-    """out = x W. No bias: the only caller is the first layer, whose b1 batchnorm would subtract again."""
+    """out = x W + b, where the bias is added by the pass that reads `out` next (saving a pass)."""
     np.dot(x, W, out)  # (B, out)
 
 
@@ -141,36 +141,36 @@ def linear_backward_t(dout, x, WT, dx, dWT):
 # vectorise them.
 
 @jit(inline="always")
-def welford_update(x, i, m, m2):
-    """Fold row i of a batch (x, one value per column) into the running means m and sums of squared
-    differences m2 (Welford): one pass, as accurate as the two-pass formulas, and exact when the
-    rows are equal (then x - m is 0): a batch of one repeated example gives xhat = 0, as torch does."""
-    inv = m.dtype.type(1.0 / (i + 1))
-    for j in range(x.shape[0]):
-        d = x[j] - m[j]
-        m[j] += d * inv
-        m2[j] += d * (x[j] - m[j])
+def batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks, eps):
+    """hprebn += b1; xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
 
-
-@jit(inline="always")
-def batchnorm_tanh_forward(hprebn, mean, bngain, bnbias, h, var_inv, blocks, eps):
-    """xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
-
-    hprebn = embcat W1 without b1: batchnorm subtracts the batch mean, and any bias with it, so b1
-    changes nothing here (its gradient is computed in the backward all the same). mean and var, the
-    batch's Bessel-corrected (n-1) variance as in the lecture, come from one pass down the batch
-    (welford_update), then xhat overwrites hprebn: the backward needs xhat and h.
+    var is the batch's Bessel-corrected (n-1) variance, as in the lecture, from the squared
+    differences to the mean (two passes, as ops.batchnorm_forward: no cancellation when the mean is
+    large). xhat overwrites hprebn: the backward needs xhat and h, not hprebn. b1 is added although
+    batchnorm subtracts it again, as the lecture's forward does: leaving it out measured no faster and,
+    in batches of one repeated example, made the float32 gradients of C and W1 100x less accurate.
     """
     B, H = hprebn.shape
     dt = hprebn.dtype.type
     for blk in prange(blocks.shape[0] - 1):
         j0, j1 = blocks[blk], blocks[blk + 1]
         w = j1 - j0
-        g, bb = bngain[j0:j1], bnbias[j0:j1]
-        m = np.zeros(w, hprebn.dtype)  # per column: the running mean
+        bias, g, bb = b1[j0:j1], bngain[j0:j1], bnbias[j0:j1]
+        m = np.zeros(w, hprebn.dtype)  # per column: the sum, then the mean
         vi = np.zeros(w, hprebn.dtype)  # per column: the sum of squared differences, then var_inv
         for i in range(B):
-            welford_update(hprebn[i, j0:j1], i, m, vi)
+            x = hprebn[i, j0:j1]
+            for j in range(w):
+                v = x[j] + bias[j]
+                x[j] = v
+                m[j] += v
+        for j in range(w):
+            m[j] /= dt(B)
+        for i in range(B):
+            x = hprebn[i, j0:j1]
+            for j in range(w):
+                d = x[j] - m[j]
+                vi[j] += d * d
         for j in range(w):
             # unbiased, like hpreact.var(0, unbiased=True); 1/sqrt vectorises, pow(x, -0.5) would not
             vi[j] = dt(1.0) / np.sqrt(vi[j] / dt(B - 1) + dt(eps))
@@ -362,8 +362,8 @@ def step_body(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     # forward
     if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
         return np.nan
-    linear_forward(embcat, W1, hprebn)  # (B, H); b1 would be subtracted again by batchnorm: left out
-    batchnorm_tanh_forward(hprebn, mean, bngain, bnbias, h, var_inv, blocks, BN_EPS)  # (B, H) xhat, h
+    linear_forward(embcat, W1, hprebn)  # (B, H); b1 is added in the next pass
+    batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks, BN_EPS)  # (B, H) xhat, h
     np.dot(W2T, h.T, logitsT)  # (V, B) logits^T; b2 is added in the next pass
     loss = cross_entropy_forward(logitsT, b2, Yb, db2, colmax, colsum)  # logits^T -> dlogits^T (V, B)
     # backward
