@@ -147,8 +147,9 @@ def batchnorm_tanh_forward(hprebn, b1, bngain, bnbias, h, mean, var_inv, blocks,
     var is the batch's Bessel-corrected (n-1) variance, as in the lecture, from the squared
     differences to the mean (two passes, as ops.batchnorm_forward: no cancellation when the mean is
     large). xhat overwrites hprebn: the backward needs xhat and h, not hprebn. b1 is added although
-    batchnorm subtracts it again, as the lecture's forward does: leaving it out measured no faster and,
-    in batches of one repeated example, made the float32 gradients of C and W1 100x less accurate.
+    batchnorm subtracts it again, as the lecture's forward does: leaving it out (with the mean taken
+    from W1's linearity) saved ~0.8 µs of a ~34 µs step, but in batches of one repeated example made
+    the float32 gradients of C and W1 ~100x less accurate.
     """
     B, H = hprebn.shape
     dt = hprebn.dtype.type
