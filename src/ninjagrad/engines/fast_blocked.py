@@ -51,7 +51,7 @@ from numba.extending import intrinsic
 
 from .fast_jit import jit
 from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward,
-                           embedding_forward, embedding_sgd_and_clear, param_offsets, sgd_update)
+                           embedding_sgd_and_clear, minibatch_targets, param_offsets, sgd_update)
 from .fast_vecmath import vtanh
 
 # numba keys its disk cache on this file alone, yet the kernels below inline fast_kernels.py and
@@ -59,7 +59,7 @@ from .fast_vecmath import vtanh
 # current by its own test).
 # fast_kernels.py's hash is written here, so that editing it changes this file too and the cached
 # machine code is rebuilt (tests/test_fast_blocked.py holds them equal).
-KERNELS_SHA256 = "bfd791b7eee214e44c16e6f7196a139c92551296142a0ec87c07c83c69087a26"
+KERNELS_SHA256 = "bf8adfaeb1273b1817d3f17a9ec30957aa1fdefdd59d440b992643fbf94cdb59"
 
 # rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's dh, the
 # rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2
@@ -103,11 +103,11 @@ def _chunk(B, wmax):
 
 @jit
 def work_offsets_blocked(B, T, E, H, V, ngroups, wmax):
-    """Where embcat (B, K), the xhat and h panels (B*H each), logits^T (V, B), the groups' partial
+    """Where the xhat and h panels (B*H each), logits^T (V, B), the groups' partial
     logits^T (g, V, B), each group's tables (g, T, V, wmax), partial dC (g, V, E) and dh scratch (g,
     a chunk of rows * wmax), mean, var_inv (H) and the softmax's per-example max (B) start in the
     activation arena; the last entry is its size."""
-    sizes = (B * T * E, B * H, B * H, V * B, ngroups * V * B, ngroups * T * V * wmax, ngroups * V * E,
+    sizes = (B * H, B * H, V * B, ngroups * V * B, ngroups * T * V * wmax, ngroups * V * E,
              ngroups * _chunk(B, wmax), H, H, B)
     offs = np.zeros(len(sizes) + 1, np.int64)
     for i in range(len(sizes)):
@@ -324,21 +324,19 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     po, wo = param_offsets(V, E, K, H), work_offsets_blocked(B, T, E, H, V, ngroups, wmax)
     C, W1, b1, W2T, b2, bngain, bnbias = _params_view(P, po, V, E, K, H)
     dC, dW1, db1, dW2T, db2, dbngain, dbnbias = _params_view(G, po, V, E, K, H)
-    embcat = work[wo[0]:wo[0] + B * K].reshape((B, K))
-    xhats = work[wo[1]:wo[1] + B * H]  # the (B, w) panels of hprebn (= embcat W1), then xhat, block after block
-    hs = work[wo[2]:wo[2] + B * H]  # the (B, w) panels of h
-    logitsT = work[wo[3]:wo[3] + V * B].reshape((V, B))  # then dlogits^T
-    logits_g = work[wo[4]:wo[4] + ngroups * V * B].reshape((ngroups, V, B))
-    tables = work[wo[5]:wo[5] + ngroups * T * V * wmax].reshape((ngroups, T, V, wmax))  # C W1_t, then S_t
-    dC_g = work[wo[6]:wo[6] + ngroups * V * E].reshape((ngroups, V, E))
+    xhats = work[wo[0]:wo[0] + B * H]  # the (B, w) panels of hprebn (= embcat W1), then xhat, block after block
+    hs = work[wo[1]:wo[1] + B * H]  # the (B, w) panels of h
+    logitsT = work[wo[2]:wo[2] + V * B].reshape((V, B))  # then dlogits^T
+    logits_g = work[wo[3]:wo[3] + ngroups * V * B].reshape((ngroups, V, B))
+    tables = work[wo[4]:wo[4] + ngroups * T * V * wmax].reshape((ngroups, T, V, wmax))  # C W1_t, then S_t
+    dC_g = work[wo[5]:wo[5] + ngroups * V * E].reshape((ngroups, V, E))
     chunk = _chunk(B, wmax)
-    dh_g = work[wo[7]:wo[7] + ngroups * chunk].reshape((ngroups, chunk))  # (g, rows * w) dh scratch
-    mean, var_inv = work[wo[8]:wo[8] + H], work[wo[9]:wo[9] + H]
-    colmax = work[wo[10]:wo[10] + B]
+    dh_g = work[wo[6]:wo[6] + ngroups * chunk].reshape((ngroups, chunk))  # (g, rows * w) dh scratch
+    mean, var_inv = work[wo[7]:wo[7] + H], work[wo[8]:wo[8] + H]
+    colmax = work[wo[9]:wo[9] + B]
     colsum = np.empty(B)  # float64 whatever the dtype, as in fast_kernels.step_body
-    # forward
-    # embcat itself is not needed here (the tables stand for it); this gathers it for the index check and Yb
-    if not embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):  # (B, K)
+    # forward; embcat itself is never gathered: the tables C W1_t stand for it
+    if not minibatch_targets(Xtr, Ytr, ix, Yb):  # (B,)
         return np.nan
     for g in prange(ngroups):
         lg = logits_g[g]  # (V, B) this group's share of logits^T

@@ -48,18 +48,26 @@ def column_blocks(H: int, nblocks: int) -> np.ndarray:
 # --- embedding -----------------------------------------------------------------------------------
 
 @jit(inline="always")
-def embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):
-    """embcat[b] = concat_t C[Xtr[ix[b], t]]: the minibatch gathered straight from the training set.
-
-    Returns False, having gathered nothing, if an index lies outside the training set (numba does not
-    check bounds, so this one check guards every later read)."""
-    B, T, E = ix.shape[0], Xtr.shape[1], C.shape[1]
-    for b in range(B):
+def minibatch_targets(Xtr, Ytr, ix, Yb):
+    """Yb[b] = Ytr[ix[b]]. Returns False, having written nothing, if an index lies outside the training
+    set (numba does not check bounds, so this one check guards every later read)."""
+    for b in range(ix.shape[0]):
         if ix[b] < 0 or ix[b] >= Xtr.shape[0]:
             return False
+    for b in range(ix.shape[0]):
+        Yb[b] = Ytr[ix[b]]
+    return True
+
+
+@jit(inline="always")
+def embedding_forward(C, Xtr, Ytr, ix, embcat, Yb):
+    """embcat[b] = concat_t C[Xtr[ix[b], t]]: the minibatch gathered straight from the training set,
+    and its targets Yb. Returns False, having gathered nothing, for an index outside the training set."""
+    B, T, E = ix.shape[0], Xtr.shape[1], C.shape[1]
+    if not minibatch_targets(Xtr, Ytr, ix, Yb):
+        return False
     for b in range(B):
         row = ix[b]
-        Yb[b] = Ytr[row]
         for t in range(T):
             v = Xtr[row, t]
             for e in range(E):
