@@ -393,8 +393,9 @@ def test_large_batch_runs_through_the_trials_and_matches_manual():
     B = 2048  # B * H = 2^17: every candidate (one core, BLAS threads, parallel passes, blocked) gets its trials
     import numba
 
-    assert fast.trial_steps(B) == (4 * (1 + Plan.TRIALS) if numba.get_num_threads() > 1 else 0)
-    for _ in range(4 * (1 + Plan.TRIALS) + 2):
+    trials = 4 * (1 + Plan.TRIALS) if numba.get_num_threads() > 1 else 0  # calls, each a step here
+    assert fast.trial_steps(B) == trials * fast.chunk_size(B)  # steps, when they come in chunks
+    for _ in range(trials + 2):
         ix = torch.randint(0, X.shape[0], (B,), generator=g)
         assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-11
     assert fast.plans[B].decided and fast.trial_steps(B) == 0

@@ -37,7 +37,8 @@ class Engine:
 
     def trial_steps(self, batch_size: int) -> int:
         """Steps this engine still spends trying ways to run batches of this size before it keeps one
-        (0 for most): a benchmark runs them before it starts timing."""
+        (0 for most), when they come in chunks of chunk_size(batch_size), as train.py and the bench
+        send them: a benchmark runs them before it starts timing."""
         return 0
 
     def steps(self, ixs: torch.Tensor, lr: float) -> list[float]:

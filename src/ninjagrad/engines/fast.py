@@ -289,8 +289,11 @@ class FastEngine(Engine):
         return max(1, min(self.MAX_CHUNK, CHUNK_ELEMENTS // (batch_size * self.model.config.n_hidden)))
 
     def trial_steps(self, batch_size):
+        """Steps until the plan for this batch size has timed its candidates: a trial is one call,
+        and each call runs a chunk of steps."""
         plan = self.plans.get(batch_size) or self._plan(batch_size)
-        return 0 if plan.decided else sum(1 + Plan.TRIALS - len(t) for t in plan.times)
+        calls = 0 if plan.decided else sum(1 + Plan.TRIALS - len(t) for t in plan.times)
+        return calls * self.chunk_size(batch_size)
 
     def step(self, ix, lr):
         return self._run(ix, lr, True)[0]
