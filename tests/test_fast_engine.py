@@ -118,8 +118,9 @@ def test_loss_and_grads_leaves_parameters_and_repeats_exactly():
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-11), (torch.float32, 2e-5)])
-def test_steps_match_manual_engine(dtype, tol):
-    model, X, Y, _ = setup(dtype=dtype, H=50)
+@pytest.mark.parametrize("V", [27, 300])  # C updated whole (27 <= 16 * 3 lookups), or row by row
+def test_steps_match_manual_engine(dtype, tol, V):
+    model, X, Y, _ = setup(dtype=dtype, H=50, V=V)
     twin = clone_model(model)
     fast, manual = make_fast_engine(model, X, Y), make_engine("manual", twin, X, Y)
     g = torch.Generator().manual_seed(5)
@@ -127,6 +128,7 @@ def test_steps_match_manual_engine(dtype, tol):
         ix = torch.randint(0, X.shape[0], (16,), generator=g)
         lf, lm = fast.step(ix, 0.1), manual.step(ix, 0.1)
         assert abs(lf - lm) <= 10 * tol * abs(lm), i
+        assert not fast.gviews["C"].any(), i  # dC is all zero again for the next step
     fast.sync_to_model()  # the engine updates its own copy; train.py syncs before it reads the model
     for k in model.params:
         assert rel(model.params[k], twin.params[k]) <= 10 * tol, k
