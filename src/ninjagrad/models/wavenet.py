@@ -167,8 +167,8 @@ class WaveNet:
         bnmean/bnvar; level by level, since a level's inputs depend on the statistics below it.
 
         In chunks of rows, by default 2^21 / (n_hidden * block_size) of them, so that a level's
-        (rows, positions, H) output stays ~4 MB in float32 (8 MB as float64): 32,768 rows added ~200 MB to the peak at the
-        lecture's sizes (level 1: 32,768 x 4 x 128 values, then their float64 copies)."""
+        (rows, positions, H) output stays ~4 MB in float32 (8 MB as float64): 32,768 rows added ~200 MB
+        to the peak at the lecture's sizes (level 1: 32,768 x 4 x 128 values, then float64 copies)."""
         H = self.config.n_hidden
         chunk = chunk or max(1, (1 << 21) // (H * self.config.block_size))
         like = self.params["C"]
