@@ -144,7 +144,7 @@ def diagnose_values(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: flo
         if e.contribution.abs().max().item() > tol * scale and close(mine, ref + e.contribution, scale, tol):
             return Diagnosis("extra_branch", f"d{name} counts {e.describe()} twice")
     for e in edges:
-        if e.lost_duplicates is not None and close(mine, ref - e.contribution + e.lost_duplicates, scale, tol):
+        if e.repeats is not None and e.keeps_one_repeat((mine - (ref - e.contribution)).cpu(), tol * scale):
             return Diagnosis("duplicate_index", f"d{name}: an indexed assignment such as `d{name}[ix] += ...` keeps "
                                                 "one value per repeated index, and the batch repeats indices. "
                                                 "Accumulate with index_add_, a loop, or a one-hot matmul")

@@ -38,11 +38,32 @@ class Edge:
     lineno: int
     source: str
     contribution: torch.Tensor  # this edge's share of the node's gradient
-    lost_duplicates: torch.Tensor | None = None  # what `dX[idx] += dY` would give instead (index reads)
+    # for an index read X[idx] that repeats indices: (idx flattened, dY's matching rows), what the
+    # buggy `dX[idx] += dY` writes one of per repeat (see keeps_one_repeat)
+    repeats: tuple[torch.Tensor, torch.Tensor] | None = None
     paths: list = field(default_factory=list)  # [(Z, Z's line, share)]: split by the consumers Z of `consumer`
 
     def describe(self) -> str:
         return f"the branch through `{self.consumer}` (forward line {self.lineno}: {self.source})"
+
+    def keeps_one_repeat(self, got: torch.Tensor, atol: float) -> bool:
+        """Whether `got` is what `dX[idx] += dY` can give for this edge: every row idx never names is
+        0, and every element of a row it names equals that element of one of the rows of dY sent there.
+
+        Which repeat survives is not defined: with more than one thread torch's index_put_ lets them
+        race, so the same line gives different survivors from run to run (and element by element), and
+        replaying it here would not say what the learner's run kept.
+        """
+        if self.repeats is None:
+            return False
+        rows, values = self.repeats
+        if got.shape != self.contribution.shape:
+            return False
+        match = ((got[rows] - values).abs() <= atol).to(torch.int64)  # (n, ...): repeat k fits element
+        fits = torch.zeros(got.shape, dtype=torch.int64).index_add_(0, rows, match)  # per element: repeats that fit
+        named = torch.zeros(got.shape[0], dtype=torch.bool)
+        named[rows] = True
+        return bool((fits[named] > 0).all()) and bool((got[~named].abs() <= atol).all())
 
 
 @dataclass
@@ -219,9 +240,8 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
             for sl in _index_reads(st.tree, x):
                 idx = eval(compile(ast.Expression(sl), "<index>", "eval"), local)
                 if torch.is_tensor(idx) and not idx.is_floating_point() and idx.numel() > idx.unique().numel():
-                    lost = torch.zeros_like(namespace[x])
-                    lost[idx] += dY  # what the buggy `dX[idx] += dY` computes: one of each repeat survives
-                    edge.lost_duplicates = lost
+                    rows = idx.reshape(-1).to(torch.int64) % namespace[x].shape[0]  # negative indices too
+                    edge.repeats = (rows.cpu(), dY.detach().reshape(rows.shape[0], *namespace[x].shape[1:]).cpu())
             edges.setdefault(x, []).append(edge)
 
     # one level finer: the edge X -> Y split by Y's own consumers Z (X -> Y -> Z), so that a mistake
