@@ -3,9 +3,9 @@
     python benchmarks/fast_blocked.py                       # 4096x1024, 4096x200, 256x1024
     python benchmarks/fast_blocked.py --shapes 4096x1024 --repeats 9 --widths 64 128 256
 
-Candidates (kernel, BLAS threads): fast_kernels.train_steps on one core; the same with BLAS on all
-cores; train_steps_parallel (BLAS and the (B, H) passes on all cores); and fast_blocked's
-train_steps_blocked, one block group per core, each calling a one-thread BLAS. All take turns inside
+Candidates (kernel, BLAS threads): the C kernel (_fast_step.train_steps) on one core; the same with
+BLAS on all cores; and fast_blocked's train_steps_blocked, one block group per core, each calling a
+one-thread BLAS. All take turns inside
 one process and the medians of the repeats are printed: the machine is shared, and the load average
 is printed with them. % of peak = bench.step_flops(B, K, H, V) / time / bench.matmul_gflops().
 """
@@ -22,8 +22,7 @@ import torch
 
 from ninjagrad import bench
 from ninjagrad.engines import fast_blocked as FB
-from ninjagrad.engines import fast_kernels as FK
-from ninjagrad.engines.fast import FastEngine, set_blas_threads, use_workqueue_threads
+from ninjagrad.engines.fast import FastEngine, load_step_kernel, set_blas_threads, use_workqueue_threads
 from ninjagrad.models import MLP, MLPConfig
 
 T, E, V = 3, 10, 27
@@ -32,11 +31,10 @@ T, E, V = 3, 10, 27
 def candidates(B: int, H: int, widths: list[int]) -> list[tuple]:
     """(label, kernel, blocks, BLAS threads, work elements) for batches of B."""
     n = numba.get_num_threads()
-    K = T * E
-    plain = FK.work_offsets(B, K, H, V)[-1]
-    out = [("train_steps, 1 thread", FK.train_steps, FK.column_blocks(H, 1), 1, plain),
-           (f"train_steps, BLAS {n} threads", FK.train_steps, FK.column_blocks(H, 1), n, plain),
-           (f"train_steps_parallel, {n} threads", FK.train_steps_parallel, FK.column_blocks(H, n), n, plain)]
+    C = load_step_kernel()
+    plain = C.work_offsets(B, T * E, H, V)[-1]
+    out = [("C train_steps, 1 thread", C.train_steps, None, 1, plain),
+           (f"C train_steps, BLAS {n} threads", C.train_steps, None, n, plain)]
     for groups in sorted({1, n}):
         for w in widths or [FB.block_width(H, groups)]:
             blocks = FB.make_blocks(H, groups, w)

@@ -61,7 +61,7 @@ class Blocked:
         done, losses = self.run(ix.numpy(), 0.0, False)
         assert done == 1
         grads = {k: torch.from_numpy((g.T if k == "W2" else g).copy()) for k, g in self.eng.gviews.items()}
-        self.eng.kernels.clear_embedding_grad(self.eng.gviews["C"], self.eng.Xnp, ix.numpy())
+        self.eng.gviews["C"][...] = 0  # as the engine's loss_and_grads leaves it
         return losses[0], grads
 
 
@@ -161,8 +161,19 @@ def test_blocks_and_work_size():
     assert size >= 37 * (2 * 50 + 27 + 2 * 27) + 2 * 3 * 27 * 16 + 2 * 27 * 10
 
 
-def test_kernels_hash_is_current():
-    """fast_blocked inlines fast_kernels; numba's disk cache only sees fast_blocked.py change, so
-    fast_blocked.py carries fast_kernels.py's hash. Paste the new one there after editing it."""
-    digest = hashlib.sha256(Path(FB.__file__).with_name("fast_kernels.py").read_bytes()).hexdigest()
-    assert digest == FB.KERNELS_SHA256, f"fast_kernels.py changed: set fast_blocked.KERNELS_SHA256 = {digest!r}"
+def test_inlined_files_hashes_are_current():
+    """numba's cache of fast_blocked.py is keyed on that file alone; it must change when fast_vecmath.py
+    (inlined) or fast_jit.py (the compiler options) does."""
+    assert set(FB.INLINED_SHA256) == {"fast_jit.py", "fast_vecmath.py"}
+    for name, digest in FB.INLINED_SHA256.items():
+        path = Path(FB.__file__).with_name(name)
+        now = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert now == digest, f"{name} changed: write its new sha256 {now!r} into fast_blocked.INLINED_SHA256"
+
+
+@pytest.mark.parametrize("V,E,K,H", [(27, 10, 30, 200), (27, 10, 30, 1024), (3, 1, 1, 1), (50000, 24, 120, 37)])
+def test_param_layout_is_the_c_kernels(V, E, K, H):
+    """Both kernels read and write the engine's parameter arenas, each with its own param_offsets."""
+    from ninjagrad.engines import _fast_step
+
+    assert FB.param_offsets(V, E, K, H).tolist() == list(_fast_step.param_offsets(V, E, K, H))

@@ -234,6 +234,7 @@ class Run:
 
     def evaluate(self) -> tuple[float, float]:
         self.sync()
+        self.engine.release_buffers()
         self.model.calibrate(self.Xtr)
         dev = self.cfg.device
         tr = split_loss(self.model, self.Xtr, self.Ytr)
@@ -426,6 +427,7 @@ def finish(run: Run) -> dict:
     """Calibrate batchnorm, evaluate every split, sample, write the run folder; return the summary."""
     cfg = run.cfg
     run.sync()
+    run.engine.release_buffers()
     run.model.calibrate(run.Xtr)
     run.save()
     dev = cfg.device

@@ -29,6 +29,11 @@ class Engine:
         self.optimizer.update(self.model.params, grads, lr)
         return loss
 
+    def release_buffers(self):
+        """Free what the engine holds only while it takes steps (its activations, for an engine that
+        keeps them between steps): the training loop calls it before evaluating the model, so that
+        the two never hold memory at once. The next step must work as if nothing happened."""
+
     def chunk_size(self, batch_size: int) -> int:
         """How many steps the training loop may hand `steps` in one call. An engine whose step costs a
         few tens of microseconds gains from more (the loop's own work is then paid once per chunk); for

@@ -2,13 +2,15 @@
 
 The manual engine makes ~40 small torch calls per step, and at the lecture's shapes each costs more
 in dispatch than in arithmetic. Here the minibatch gather, forward, hand-written backward and SGD
-update run in one numba function over buffers allocated once (fast_kernels.py); the six matmuls go
-to BLAS from inside it, and exp/tanh are vectorised (fast_vecmath.py). It computes the same
-gradients as ops.py, which tests/test_fast_engine.py holds it to.
+update run in one C function over buffers allocated once (fast_step.c and fast_step_kernel.h,
+compiled when the package is installed); the six matmuls go to BLAS from inside it, and exp/tanh are
+vectorised. For large batches a numba kernel that goes through the hidden layer block by block on
+every core (fast_blocked.py) is timed against it on the first steps. Both compute the same gradients
+as ops.py, which tests/test_fast_engine.py and tests/test_fast_blocked.py hold them to.
 
 The engine keeps its own copy of the parameters, with W2 transposed, in one flat array (as few
-arguments as possible: numba unboxes each array on every call); `sync_to_model` copies it into the
-model's tensors, and train.py calls it before every checkpoint, evaluation and verification.
+arguments as possible); `sync_to_model` copies it into the model's tensors, and train.py calls it
+before every checkpoint, evaluation and verification.
 
 On a CUDA device `make_fast_engine` returns the CUDA-graph engine of fast_cuda.py instead.
 
@@ -51,8 +53,22 @@ def use_workqueue_threads():
 _blas_threads = None  # what set_blas_threads last set (it is one setting for the whole process)
 
 
+def load_step_kernel():
+    """The C step (fast_step.c), handed scipy's sgemm and dgemm: the BLAS that numba calls too.
+
+    scipy.linalg.cython_blas exports BLAS as C function pointers for compiled code to call; the
+    extension links no BLAS of its own, so both kernels share one OpenBLAS and its thread setting.
+    """
+    from scipy.linalg import cython_blas
+
+    from . import _fast_step
+
+    _fast_step.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
+    return _fast_step
+
+
 def set_blas_threads(n: int):
-    """Threads of the BLAS that numba calls (SciPy's OpenBLAS), set through threadpoolctl.
+    """Threads of the BLAS that both kernels call (SciPy's OpenBLAS), set through threadpoolctl.
 
     OpenBLAS splits any matmul above ~250k multiply-adds between all cores, and its threads wait for
     each other spinning: on a machine whose cores were busy with other work, a 256-row step measured
@@ -89,23 +105,24 @@ def check_supported(model, optimizer):
 class Plan:
     """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
 
-    With several candidates, each in turn runs one untimed step (its first: thread pools start, caches
-    fill) and then TRIALS timed ones, and the one whose second-fastest timed step is fastest is kept.
-    On a shared machine single steps vary by half and noise only ever adds time, so a low quantile
-    estimates a candidate's own speed better than the median (the median of three once kept a
-    kernel 1.5x slower); the second-fastest, so that one lucky step cannot decide. Each
-    candidate's steps come one after the other, in the candidates' order, and
-    the multi-threaded BLAS candidates come last: OpenBLAS's threads keep spinning for a while after
-    their work, and a candidate timed in that while would be measured against them. The candidates
-    compute the same math, but their sums run in different orders (BLAS's blocking for several
-    threads, the blocked kernel's per-core partial sums), so the choice can change results in the
-    last bits, not more.
+    With several candidates, each in turn runs one untimed step (its first: numba loads or compiles
+    the blocked kernel, thread pools start, caches fill) and then TRIALS timed ones, and the one whose
+    second-fastest timed step is fastest is kept. On a shared machine single steps vary by half and
+    noise only ever adds time, so a low quantile estimates a candidate's own speed better than the
+    median (the median of three once kept a kernel 1.5x slower); the second-fastest, so that one
+    lucky step cannot decide. Each candidate's steps come one after the other, in the candidates'
+    order, and the multi-threaded BLAS candidate comes last: OpenBLAS's threads keep spinning for a
+    while after their work, and a candidate timed in that while would be measured against them. The
+    candidates compute the same math, but their sums run in different orders (BLAS's blocking for
+    several threads, the blocked kernel's per-core partial sums), so the choice can change results in
+    the last bits, not more.
     """
 
     TRIALS = 5
 
-    def __init__(self, bufs, candidates):
-        self.bufs = bufs
+    def __init__(self, bufs, candidates, size: int = 0):
+        self.bufs = bufs  # (activations, the batch's targets Yb); None while released
+        self.size = size  # elements of the activations' arena
         self.candidates = candidates  # [(kernel, column blocks, threads)]
         self.times = [[] for _ in candidates]
         self.decided = len(candidates) == 1
@@ -131,7 +148,8 @@ class Plan:
 
 
 class FastEngine(Engine):
-    """numba + BLAS on the CPU; the steps are `fast_kernels.train_steps`."""
+    """Compiled steps + BLAS on the CPU: `_fast_step.train_steps` (fast_step.c), and for large batches
+    possibly `fast_blocked.train_steps_blocked` (numba)."""
 
     name = "fast"
     MAX_CHUNK = 64  # steps per call into the kernel at most: at the lecture's shapes, ~2 ms a call
@@ -139,10 +157,7 @@ class FastEngine(Engine):
     def __init__(self, model, Xtr, Ytr, optimizer=None):
         super().__init__(model, Xtr, Ytr, optimizer)
         check_supported(model, self.optimizer)
-        use_workqueue_threads()
-        from . import fast_kernels as K  # imports numba: only when this engine is chosen
-
-        self.kernels = K
+        self.kernel = load_step_kernel()
         dtype = model.params["W1"].dtype
         if dtype not in (torch.float32, torch.float64) or model.params["W1"].device.type != "cpu":
             raise UsageError(f"--engine fast: runs float32 or float64 on the cpu, not {dtype} on "
@@ -161,7 +176,7 @@ class FastEngine(Engine):
         self.np_dtype = np.float32 if dtype == torch.float32 else np.float64
         cfg = model.config
         self.dims = np.array([V, cfg.n_embd, cfg.n_hidden], np.int64)  # (V, E, H), as the kernels take them
-        offs = self.kernels.param_offsets(V, cfg.n_embd, cfg.block_size * cfg.n_embd, cfg.n_hidden)
+        offs = self.kernel.param_offsets(V, cfg.n_embd, cfg.block_size * cfg.n_embd, cfg.n_hidden)
         # The engine's own copy of the parameters (W2 transposed) and their gradients, in two arenas;
         # dC stays all zero between steps (see the kernels), and so do the gaps between pieces.
         self.P = np.zeros(offs[-1], self.np_dtype)
@@ -171,7 +186,6 @@ class FastEngine(Engine):
         self.sync_from_model()
         self.plans = {}
         self.losses = np.empty(self.MAX_CHUNK)  # the kernel's per-step losses
-        self._warm_up()
 
     # --- parameters: the engine's copy in the arena -------------------------------------------
 
@@ -203,41 +217,46 @@ class FastEngine(Engine):
 
     def _plan(self, B: int):
         """(kernel, column blocks, buffers) for batches of B, made once per batch size."""
-        import numba
-
         if B < 2:
             raise ValueError(f"the fast engine needs a batch of at least 2 (batchnorm's n-1), got {B}")
         cfg = self.model.config
         K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
         # One core for small steps, where waking threads costs more than it saves. For large ones
-        # four ways are tried on the first steps and the fastest is kept: one core; the blocked
+        # three ways are tried on the first steps and the fastest is kept: one core; the blocked
         # kernel (fast_blocked.py), each core taking column blocks of the hidden layer down the
-        # batch with a one-thread BLAS; BLAS and the (B, H) passes on all cores; BLAS on all cores.
-        # On a machine whose cores are busy with other work, threads that wait for each other can
-        # make all cores slower than one.
-        n = numba.get_num_threads()
-        one = self.kernels.column_blocks(H, 1)
-        candidates = [(self.kernels.train_steps, one, 1)]
-        size = self.kernels.work_offsets(B, K, H, V)[-1]
-        if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
-            candidates += [(self.kernels.train_steps_parallel, self.kernels.column_blocks(H, n), n),
-                           (self.kernels.train_steps, one, n)]  # BLAS on all cores last: see Plan
-            kernels = [self.kernels.train_steps_parallel]
-            if V <= BLOCKED_MAX_VOCAB:
-                from . import fast_blocked as FB
+        # batch with a one-thread BLAS; the one-core kernel with BLAS on all cores. On a machine
+        # whose cores are busy with other work, threads that wait for each other can make all
+        # cores slower than one. (numba's column-split version of the one-core kernel was a fourth,
+        # and lost to BLAS on all cores at 256, 1024 and 4096 x 1024 and at 4096 x 200.)
+        candidates = [(self.kernel.train_steps, None, 1)]
+        size = self.kernel.work_offsets(B, K, H, V)[-1]
+        if B * H >= PARALLEL_MIN_ELEMENTS:
+            use_workqueue_threads()
+            import numba  # only now: a lecture-sized run never loads numba (~110 MiB of LLVM and runtime)
 
-                blocked = FB.make_blocks(H, n, FB.block_width(H, n))
-                candidates.insert(1, (FB.train_steps_blocked, blocked, 1))
-                kernels.append(FB.train_steps_blocked)
-                # every kernel lays out its own pieces of the activations from offset 0, and keeps
-                # nothing there between steps: one arena, as large as the larger layout, serves them all
-                size = max(size, FB.work_size_blocked(B, cfg.block_size, cfg.n_embd, H, V, blocked))
-            for sig in self.kernels.train_steps.signatures:  # compiled (or loaded) now, not in a timed trial
-                for kernel in kernels:
-                    kernel.compile(sig)
-        bufs = (np.empty(size, self.np_dtype), np.empty(B, np.int64))  # (activations, the batch's targets Yb)
-        self.plans = {B: Plan(bufs, candidates)}  # keep one: buffers can be big
+            n = numba.get_num_threads()
+            if n > 1:
+                candidates.append((self.kernel.train_steps, None, n))  # BLAS on all cores last: see Plan
+                if V <= BLOCKED_MAX_VOCAB:
+                    from . import fast_blocked as FB
+
+                    blocked = FB.make_blocks(H, n, FB.block_width(H, n))
+                    candidates.insert(1, (FB.train_steps_blocked, blocked, 1))
+                    # each kernel lays out its own pieces of the activations from offset 0, and keeps
+                    # nothing there between steps: one arena, as large as the larger layout, serves both
+                    size = max(size, FB.work_size_blocked(B, cfg.block_size, cfg.n_embd, H, V, blocked))
+        self.plans = {B: Plan(self._buffers(B, size), candidates, size)}  # keep one: buffers can be big
         return self.plans[B]
+
+    def _buffers(self, B: int, size: int):
+        return np.empty(size, self.np_dtype), np.empty(B, np.int64)  # (activations, the batch's targets Yb)
+
+    def release_buffers(self):
+        """Free the activations' arena (50 MB at batch 4096 x n_hidden 1024) while the model is being
+        evaluated; the next step allocates it again. It keeps nothing between steps, so the numbers
+        do not change, and the plan keeps its choice of kernel."""
+        for plan in self.plans.values():
+            plan.bufs = None
 
     def _run(self, ixs: torch.Tensor, lr: float, update: bool) -> list[float]:
         """Steps on the minibatches ixs, (n, B) or one (B,); the losses of the steps run."""
@@ -248,6 +267,8 @@ class FastEngine(Engine):
         if n == 0:
             return []
         plan = self.plans.get(B) or self._plan(B)
+        if plan.bufs is None:
+            plan.bufs = self._buffers(B, plan.size)
         if len(self.losses) < n:
             self.losses = np.empty(n)  # float64, whatever the parameters' dtype
         args = (self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n, lr, update)
@@ -265,20 +286,6 @@ class FastEngine(Engine):
             if not (0 <= ixn.min() and ixn.max() < self.Xnp.shape[0]):
                 raise IndexError(f"minibatch indices outside the training set of {self.Xnp.shape[0]}")
         return losses
-
-    def _warm_up(self):
-        """Compile (or load from numba's cache) the one-core kernel now, so that no step pays for it:
-        it runs once on a batch of 2. The multi-core kernels are compiled when a batch large enough
-        for them first comes (see _plan); a lecture-sized run never loads them.
-        """
-        if self.Xnp.shape[0] == 0:
-            return
-        ix = np.zeros(2, np.int64)
-        bufs = self._plan(2).bufs
-        blocks = self.kernels.column_blocks(self.model.config.n_hidden, 1)
-        self.kernels.train_steps(self.P, self.G, *bufs, self.dims, self.Xnp, self.Ynp, ix.ctypes.data, 1, 0.0, False,
-                                 blocks, self.losses)
-        self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix)
 
     # --- the Engine interface ------------------------------------------------------------------
 
@@ -308,12 +315,12 @@ class FastEngine(Engine):
             t = self.model.params[k]
             g = g.T if k == "W2" else g  # the kernels make dW2 transposed
             grads[k] = torch.from_numpy(np.array(g, order="C")).view(t.shape)  # a copy: buffers are reused
-        self.kernels.clear_embedding_grad(self.gviews["C"], self.Xnp, ix.to("cpu", torch.int64).numpy())
+        self.gviews["C"][...] = 0  # dC all zero again for the next step, as an update leaves it
         return loss, grads
 
 
 def make_fast_engine(model, Xtr, Ytr, optimizer=None) -> Engine:
-    """`--engine fast`: the numba engine on the CPU, CUDA graphs over the hand-written step on a GPU."""
+    """`--engine fast`: the compiled engine on the CPU, CUDA graphs over the hand-written step on a GPU."""
     check_supported(model, optimizer)
     if model.params["W1"].device.type == "cuda":
         from .fast_cuda import FastCUDAEngine

@@ -1,7 +1,7 @@
 """The lecture's MLP training step for large B*H: one column block of the hidden layer at a time.
 
-fast_kernels.py runs each layer over the whole batch: at B=4096, H=1024 every (B, H) pass streams
-16 MB through DRAM, and its batchnorm reads its input five times. Here the hidden layer is cut into
+The one-core kernel (fast_step.c) runs each layer over the whole batch: at B=4096, H=1024 every
+(B, H) pass streams 16 MB through DRAM, and its batchnorm reads its input five times. Here the hidden layer is cut into
 column blocks (~128 columns), and each block goes down the batch in chunks of rows small enough
 (ROW_CHUNK_ELEMENTS) that a chunk's output is still in L1/L2 when the elementwise pass and the next
 matmul read it. Each thread owns a group of blocks and calls a single-threaded BLAS (the caller sets
@@ -26,8 +26,8 @@ multiply-adds per element; backward, the rows of dhprebn are scatter-added by ch
 (dembcat and dW1) and the forward's one become gathers and scatters: ~24% less time on one core at
 B = 4096, H = 1024. The engine offers this kernel for vocabularies up to fast.BLOCKED_MAX_VOCAB.
 
-The embedding gather, cross-entropy and update are fast_kernels' own functions; the batchnorm and
-tanh passes are fast_kernels' formulas, summed over the batch in the same order. Each group's
+The cross-entropy and update are the one-core kernel's, written again for numba below; the
+batchnorm and tanh passes are its formulas, summed over the batch in the same order. Each group's
 partial sums of the logits and of dC are added in a fixed order afterwards, so results do not depend
 on which thread finished first.
 
@@ -50,16 +50,18 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .fast_jit import jit
-from .fast_kernels import (BN_EPS, _aligned, _int64_pointer, _params_view, cross_entropy_forward,
-                           embedding_sgd_and_clear, minibatch_targets, param_offsets, sgd_update)
-from .fast_vecmath import vtanh
+from .fast_vecmath import vexp, vtanh
 
-# numba keys its disk cache on this file alone, yet the kernels below inline fast_kernels.py and
-# fast_vecmath.py and use fast_jit's options (fast_kernels.py carries the hashes of those two, kept
-# current by its own test).
-# fast_kernels.py's hash is written here, so that editing it changes this file too and the cached
-# machine code is rebuilt (tests/test_fast_blocked.py holds them equal).
-KERNELS_SHA256 = "916aedd868b11fef194c5c86dd2b18f7cd475d51c0b8836ecda4afb9b5e7dbef"
+# numba keys the on-disk cache of these kernels on this file's contents alone, yet they inline
+# fast_vecmath's exp and tanh and are compiled with fast_jit's options. Those files' hashes are
+# written here so that editing either changes this file too, and the cached machine code is rebuilt
+# (tests/test_fast_blocked.py holds them equal).
+INLINED_SHA256 = {
+    "fast_jit.py": "324fb6fbd28496568f8d693331bc9aff2361c089c59906d68bc7979da2ef349a",
+    "fast_vecmath.py": "705722eb2090fcfd5230b6836fa8ab7d5fe825ee61d66f78554c9965fe2d351b",
+}
+
+BN_EPS = 1e-5  # the same as ops.BN_EPS
 
 # rows * w of the chunks the passes go down the batch in: 128 KB in float32, so a chunk's dh, the
 # rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2
@@ -69,6 +71,143 @@ ROW_CHUNK_ELEMENTS = 32 * 1024
 # columns per block: wider blocks make fewer, larger matmuls. `benchmarks/fast_blocked.py --widths 32
 # 64 128 256` at 4096 x 1024, 2 cores: 18.4, 17.1, 15.5, 15.7 ms a step.
 BLOCK_TARGET = 128
+
+
+# --- the parameter arena, shared with the one-core kernel (fast_step.c) ----------------------------
+# Parameters and gradients live in two flat arenas: a call unboxes three float arrays instead of ~25
+# (numba's dispatcher unboxes every array argument on every call). Each piece starts on a multiple
+# of ALIGN elements (64 bytes in float32), so vector loops and BLAS see aligned rows.
+
+ALIGN = 16
+
+
+@jit(inline="always")
+def _aligned(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@jit
+def param_offsets(V, E, K, H):
+    """Where C (V, E), W1 (K, H), b1 (H), W2T (V, H), b2 (V), bngain (H), bnbias (H) start in the
+    parameter arena (and their gradients in the gradient arena); the last entry is its size.
+
+    The same layout as fast_step.c's (tests/test_fast_blocked.py holds them equal): the engine's
+    arenas are shared by both kernels. W2 is kept transposed, (V, H); see fast_step.c.
+    """
+    sizes = (V * E, K * H, H, V * H, V, H, H)
+    offs = np.zeros(len(sizes) + 1, np.int64)
+    for i in range(len(sizes)):
+        offs[i + 1] = offs[i] + _aligned(sizes[i])
+    return offs
+
+
+@jit(inline="always")
+def _params_view(P, o, V, E, K, H):
+    """(C, W1, b1, W2T, b2, bngain, bnbias): views into an arena laid out by param_offsets."""
+    return (P[o[0]:o[0] + V * E].reshape((V, E)), P[o[1]:o[1] + K * H].reshape((K, H)), P[o[2]:o[2] + H],
+            P[o[3]:o[3] + V * H].reshape((V, H)), P[o[4]:o[4] + V], P[o[5]:o[5] + H], P[o[6]:o[6] + H])
+
+
+# --- pieces of the step -------------------------------------------------------------------------
+
+@jit(inline="always")
+def minibatch_targets(Xtr, Ytr, ix, Yb):
+    """Yb[b] = Ytr[ix[b]]. Returns False, having written nothing, if an index lies outside the training
+    set (numba does not check bounds, so this one check guards every later read)."""
+    for b in range(ix.shape[0]):
+        if ix[b] < 0 or ix[b] >= Xtr.shape[0]:
+            return False
+    for b in range(ix.shape[0]):
+        Yb[b] = Ytr[ix[b]]
+    return True
+
+
+@jit(inline="always")
+def cross_entropy_forward(logitsT, b2, Yb, db2, colmax, colsum):
+    """logits += b2; loss = -mean_b log softmax(logits)_b,Y[b]; dlogits = (softmax - onehot(Y)) / n.
+
+    The logits come transposed, (V, B), so that every pass runs along the batch: 32 examples are
+    two AVX-512 vectors, where a row of 27 characters vectorises badly. colmax and colsum are (B,)
+    scratch. The loss, its gradient (written over the logits) and db2 = sum_B dlogits.
+    """
+    V, B = logitsT.shape
+    dt = logitsT.dtype.type
+    inv_n = dt(1.0 / B)
+    for i in range(B):
+        colmax[i] = -np.inf
+        colsum[i] = 0.0
+    for v in range(V):
+        row, bv = logitsT[v], b2[v]
+        for i in range(B):
+            row[i] += bv
+        for i in range(B):
+            colmax[i] = max(colmax[i], row[i])  # subtracted for stability; its gradient is zero
+    loss = 0.0
+    for i in range(B):
+        loss -= logitsT[Yb[i], i] - colmax[i]  # the target's shifted logit, before exp overwrites it
+    for v in range(V):
+        row = logitsT[v]
+        for i in range(B):
+            row[i] = vexp(row[i] - colmax[i])  # counts
+        for i in range(B):
+            colsum[i] += row[i]  # float64 sums, as a Python float accumulates
+    for i in range(B):
+        loss += np.log(colsum[i])  # -log(counts[y] / sum(counts)), without computing counts[y]
+        colsum[i] = dt(1.0 / colsum[i]) * inv_n  # now the scale: probs / n = counts * scale
+    for v in range(V):
+        row = logitsT[v]
+        for i in range(B):
+            row[i] *= dt(colsum[i])
+    for i in range(B):
+        logitsT[Yb[i], i] -= inv_n
+    for v in range(V):
+        row = logitsT[v]
+        acc = 0.0  # float64
+        for i in range(B):
+            acc += row[i]
+        db2[v] = acc
+    return loss / B
+
+
+@jit(inline="always")
+def embedding_sgd_and_clear(C, dC, Xtr, ix, lr):
+    """C[v] -= lr dC[v] for the rows the batch touched, then dC[v] = 0 again.
+
+    Only those rows have a gradient; the others would get `C - lr * 0`, which is C exactly. Clearing
+    while updating also makes a repeated row update once: its second visit subtracts lr * 0.
+    """
+    B, T, E = ix.shape[0], Xtr.shape[1], dC.shape[1]
+    for b in range(B):
+        row = ix[b]
+        for t in range(T):
+            v = Xtr[row, t]
+            for e in range(E):
+                C[v, e] -= lr * dC[v, e]
+                dC[v, e] = 0.0
+
+
+@jit(inline="always")
+def sgd_update(p, g, lr):
+    """p <- p - lr g, the lecture's update (optim.SGD), on flat views."""
+    step = p.dtype.type(lr)  # lr in the parameters' dtype, as torch's p.sub_(g, alpha=lr) does
+    for k in range(p.shape[0]):
+        p[k] -= step * g[k]
+
+
+# The minibatches' indices come as the address of nsteps*B int64s (torch's `ix.data_ptr()`, or a
+# NumPy array's `.ctypes.data`), B being Yb's length: `ix.numpy()` alone cost ~0.7 µs a call, and the
+# dispatcher unboxes an int faster than an array. The caller keeps that memory alive for the call.
+
+@intrinsic
+def _int64_pointer(typingctx, address):
+    """An address, as an int64, made into an int64 pointer that numba.carray can wrap."""
+    if address != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return types.CPointer(types.int64)(types.int64), codegen
 
 
 def block_width(H: int, ngroups: int) -> int:
@@ -191,7 +330,7 @@ def block_forward(Xtr, ix, C, W1, b1, bngain, bnbias, W2T, xhat, h, mean, var_in
     hprebn = embcat W1 = sum_t C[X_t] W1_t = sum_t (C W1_t)[X_t]: the vocabulary is far smaller than a
     large batch, so the T products C W1_t (V, w) are made once per block and each row of hprebn is
     the sum of T of their rows, a gather where the matmul would do K multiply-adds per element. Then
-    fast_kernels.batchnorm_tanh_forward's passes:
+    the passes of fast_step_kernel.h's batchnorm_tanh_forward:
       1. per row: hprebn + b1 (written where xhat goes), added to the column sums while it is hot; then
          a pass for the squared differences to the mean, var_inv = 1 / sqrt(var / (n - 1) + eps)
          (Bessel, as the lecture);
@@ -216,7 +355,7 @@ def block_forward(Xtr, ix, C, W1, b1, bngain, bnbias, W2T, xhat, h, mean, var_in
             for j in range(w):
                 x[j] += tt[j]  # (w,) embcat W1 of example i
         for j in range(w):
-            v = x[j] + b1[j]  # (w,) hprebn: b1 added as fast_kernels does (see batchnorm_tanh_forward)
+            v = x[j] + b1[j]  # (w,) hprebn: b1 added as fast_step_kernel.h does (and says why)
             x[j] = v
             m[j] += v
     for j in range(w):
@@ -253,7 +392,7 @@ def block_backward(dlogitsT, Xtr, ix, C, W1, W2T, bngain, var_inv, xhat, h, dW1,
       1. dh = dlogits W2^T, dW2^T += dlogits^T h, dhpreact = (1 - h^2) dh written over h, and the
          column sums dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat;
       2. dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain), over h again
-         (fast_kernels.batchnorm_tanh_backward's formula), db1 = sum_B dhprebn, and each row of dhprebn
+         (fast_step_kernel.h's batchnorm_tanh_backward), db1 = sum_B dhprebn, and each row of dhprebn
          added to S_t[X_t] for every t: S_t (V, w) = onehot(X_t)^T dhprebn, accumulated, never
          assigned, so a character seen twice gets both rows.
     Then, from the S_t, the first layer's gradients without a K-deep matmul over the batch:
@@ -310,7 +449,7 @@ def block_backward(dlogitsT, Xtr, ix, C, W1, W2T, bngain, var_inv, xhat, h, dW1,
 def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     """Forward, backward and (if `update`) the SGD update for the minibatch ix; returns the loss.
 
-    The arenas P, G are fast_kernels' (param_offsets); work is laid out by work_offsets_blocked;
+    The arenas P, G are laid out by param_offsets; work is laid out by work_offsets_blocked;
     blocks comes from make_blocks. G's dC must be all zero on entry, and is again after an update.
     """
     V, E, H = dims[0], dims[1], dims[2]
@@ -334,7 +473,7 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
     dh_g = work[wo[6]:wo[6] + ngroups * chunk].reshape((ngroups, chunk))  # (g, rows * w) dh scratch
     mean, var_inv = work[wo[7]:wo[7] + H], work[wo[8]:wo[8] + H]
     colmax = work[wo[9]:wo[9] + B]
-    colsum = np.empty(B)  # float64 whatever the dtype, as in fast_kernels.step_body
+    colsum = np.empty(B)  # float64 whatever the dtype, as in fast_step_kernel.h
     # forward; embcat itself is never gathered: the tables C W1_t stand for it
     if not minibatch_targets(Xtr, Ytr, ix, Yb):  # (B,)
         return np.nan
@@ -374,7 +513,7 @@ def step_body_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix, lr, update, blocks):
 
 @jit(parallel=True)
 def train_steps_blocked(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses):
-    """fast_kernels.train_steps' contract (nsteps minibatches read from ix_address, losses[s], the
+    """_fast_step.train_steps' contract (nsteps minibatches read from ix_address, losses[s], the
     number of steps run), each step made by step_body_blocked, its block groups spread over threads."""
     ixs = carray(_int64_pointer(ix_address), (nsteps, Yb.shape[0]))  # (nsteps, B) read in place
     for s in range(nsteps):

@@ -4,8 +4,8 @@ Compiled machine code is cached on disk so that only the first run on a machine 
 compilation (a few seconds). numba writes its cache beside the source file, or, when the package
 is installed somewhere read-only, in the user's cache folder (~/.cache/numba, or NUMBA_CACHE_DIR).
 Where neither can be written, the kernels are compiled in memory at every start instead.
-numba checks only the cached function's own file for changes: the kernels in fast_kernels.py
-inline fast_vecmath.py and are compiled with this file's options, so fast_kernels.py carries both
+numba checks only the cached function's own file for changes: the kernels in fast_blocked.py
+inline fast_vecmath.py and are compiled with this file's options, so fast_blocked.py carries both
 files' hashes (INLINED_SHA256, kept current by a test) and any edit here or there recompiles them.
 """
 from __future__ import annotations

@@ -1,0 +1,550 @@
+/* ninjagrad.engines._fast_step: the fast engine's one-core training step, compiled ahead of time.
+ *
+ * The step itself is fast_step_kernel.h; this file holds what it needs around it:
+ *   - BLAS: scipy's OpenBLAS, called through the function pointers scipy.linalg.cython_blas exports
+ *     (fast.py hands them over with set_blas), so no BLAS is linked at build time;
+ *   - exp and tanh for float32 that the compiler can vectorise (exp32, tanh32);
+ *   - the arenas' layout (param_offsets, work_offsets); the parameter arena is shared with the
+ *     numba kernel of fast_blocked.py, whose param_offsets must agree (a test holds them equal);
+ *   - one copy of the kernel per instruction set on x86-64 with GCC (AVX-512, AVX2 + FMA, baseline),
+ *     the best one the CPU has chosen at import, as numba would compile for the CPU it runs on;
+ *   - train_steps, the entry point fast.py calls with the numba kernels' arguments.
+ *
+ * It takes the place of a numba kernel: the same step compiled by numba cost ~110 MiB of resident
+ * memory for LLVM and numba's runtime, more than a third of a lecture run's whole footprint.
+ *
+ * B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab, N training examples
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict
+#endif
+
+#define BN_EPS 1e-5  /* the same as ops.BN_EPS */
+#define ALIGN 16     /* every piece of an arena starts on a multiple of 16 elements (64 bytes in float32) */
+
+/* --- BLAS ------------------------------------------------------------------------------------- */
+
+typedef void sgemm_fn(const char *ta, const char *tb, const int *m, const int *n, const int *k, const float *alpha,
+                      const float *a, const int *lda, const float *b, const int *ldb, const float *beta, float *c,
+                      const int *ldc);
+typedef void dgemm_fn(const char *ta, const char *tb, const int *m, const int *n, const int *k, const double *alpha,
+                      const double *a, const int *lda, const double *b, const int *ldb, const double *beta,
+                      double *c, const int *ldc);
+static sgemm_fn *blas_sgemm;
+static dgemm_fn *blas_dgemm;
+
+/* Row-major C (M, N) = op(A) op(B) (+ beta C), op = 'N' or 'T', through the column-major Fortran
+ * BLAS: a row-major matrix is its transpose in column-major order, so C^T = op(B)^T op(A)^T is
+ * asked for, with the operands swapped and the same flags. */
+static inline void sgemm_rm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                            const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    int m = (int)N, n = (int)M, k = (int)K, la = (int)ldb, lb = (int)lda, lc = (int)ldc;
+    float one = 1.0f;
+    blas_sgemm(&tb, &ta, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+}
+
+static inline void dgemm_rm(char ta, char tb, int64_t M, int64_t N, int64_t K, const double *A, int64_t lda,
+                            const double *B, int64_t ldb, double beta, double *C, int64_t ldc)
+{
+    int m = (int)N, n = (int)M, k = (int)K, la = (int)ldb, lb = (int)lda, lc = (int)ldc;
+    double one = 1.0;
+    blas_dgemm(&tb, &ta, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+}
+
+/* --- exp and tanh for float32, vectorisable ----------------------------------------------------
+ * A call of libm's expf or tanhf per element is one call per element: at the lecture's shapes a
+ * step makes ~7,000, which would cost more than all the matmuls. These are plain arithmetic (a
+ * range reduction, a polynomial, an exponent built from bits), so a loop over them compiles to
+ * vector instructions. Accurate to a few units in the last place of float32; double keeps libm.
+ *
+ *     exp(x)  = 2^n exp(r),  n = floor(x / ln 2 + 1/2),  r = x - n ln 2,  |r| <= ln(2) / 2
+ *     tanh(x) = x P(x^2) / Q(x^2)  for |x| <= 9, a rational fit; +-1 beyond
+ *
+ * The coefficients are fast_vecmath.py's (the numba kernels' versions), which says how they were fit. */
+#define LOG2E 1.4426950408889634f
+#define LN2_HI 0.693359375f  /* ln 2 in two parts, so that n * LN2_HI is exact (Cody and Waite) */
+#define LN2_LO -2.12194440e-4f
+#define EXP_MIN -87.0f  /* exp(-87) ~ 1.6e-38 is still a normal float32; below it we return that */
+#define EXP_MAX 88.0f
+#define TANH_BIG 9.0f  /* tanh(9) rounds to 1.0 in float32 */
+
+static inline float clampf(float x, float lo, float hi)
+{
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+static inline float exp32(float x)
+{
+    x = clampf(x, EXP_MIN, EXP_MAX);
+    float n = floorf(x * LOG2E + 0.5f);
+    float r = (x - n * LN2_HI) - n * LN2_LO;
+    float q = r + r * r * (0.5f + r * (0.16666576266288757f + r * (0.04166646674275398f +
+                                       r * (0.008363175205886364f + r * 0.0013933643931522965f))));  /* expm1(r) */
+    int32_t bits = ((int32_t)n + 127) << 23;  /* 2^n: the exponent field is n + 127 */
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return s + s * q;
+}
+
+static inline float tanh32(float x)
+{
+    float a = clampf(x, -TANH_BIG, TANH_BIG);
+    float s = a * a;
+    float p = a * (0.99999997955849318f + s * (0.1338106156974242f + s * (0.0034956303708691652f +
+                   s * (2.0609761731129804e-05f + s * 1.3355576286382071e-08f))));
+    float q = 1.0f + s * (0.46714377195989493f + s * (0.025877144001049568f + s * (0.00032857032057243506f +
+                          s * 7.7769381794564071e-07f)));
+    return clampf(p / q, -1.0f, 1.0f);
+}
+
+/* --- the training set and the arenas ---------------------------------------------------------- */
+
+/* The training set as the engine keeps it: contexts X (N, T) and targets Y (N,), uint8 or int32,
+ * strided views of one (N, T+1) array, read where they lie. */
+typedef struct {
+    const char *X, *Y;
+    int64_t N, T, x_row, x_col, y_step, itemsize;  /* strides in bytes */
+} Data;
+
+static inline int64_t data_at(const Data *d, const char *p)
+{
+    if (d->itemsize == 1)
+        return *(const uint8_t *)p;
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline int64_t data_x(const Data *d, int64_t row, int64_t t)
+{
+    return data_at(d, d->X + row * d->x_row + t * d->x_col);
+}
+
+static inline int64_t data_y(const Data *d, int64_t row)
+{
+    return data_at(d, d->Y + row * d->y_step);
+}
+
+static int64_t aligned(int64_t n)
+{
+    return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+/* po: where C (V, E), W1 (K, H), b1 (H), W2^T (V, H), b2 (V), bngain (H), bnbias (H) start in the
+ * parameter arena (and their gradients in the gradient arena); po[7] is its size. W2 is kept
+ * transposed: the backward's dh = dlogits W2^T and dW2^T = dlogits^T h are then plain row-major
+ * products, ~2x faster in OpenBLAS than on transposed operands for H x 27.
+ * wo: where embcat, dembcat (B, K), hprebn/xhat, h, dh (B, H), logits^T (V, B), mean, var_inv (H), the
+ * softmax's per-example max (B) and the backward's scratch (3 H) start in the activation arena;
+ * wo[10] is its size. */
+typedef struct {
+    int64_t V, E, K, H, B;
+    int64_t po[8], wo[11];
+} Layout;
+
+static void offsets(int64_t *offs, const int64_t *sizes, int n)
+{
+    offs[0] = 0;
+    for (int i = 0; i < n; i++)
+        offs[i + 1] = offs[i] + aligned(sizes[i]);
+}
+
+static void make_layout(Layout *L, int64_t V, int64_t E, int64_t K, int64_t H, int64_t B)
+{
+    int64_t psizes[7] = {V * E, K * H, H, V * H, V, H, H};
+    int64_t wsizes[10] = {B * K, B * K, B * H, B * H, B * H, V * B, H, H, B, 3 * H};
+    L->V = V, L->E = E, L->K = K, L->H = H, L->B = B;
+    offsets(L->po, psizes, 7);
+    offsets(L->wo, wsizes, 10);
+}
+
+/* --- the kernel, once per type and instruction set --------------------------------------------- */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+typedef int64_t train_steps_fn(const Layout *L, void *P, void *G, void *work, double *colsum, int64_t *Yb,
+                               const Data *d, const int64_t *ixs, int64_t nsteps, double lr, int update,
+                               double *losses);
+
+#define real float
+#define GEMM sgemm_rm
+#define EXP exp32
+#define TANH tanh32
+#define SQRT sqrtf
+#define NAME(f) CAT(CAT(f, _float_), ISA)
+#define ISA generic
+#include "fast_step_kernel.h"
+#undef ISA
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA avx2
+#include "fast_step_kernel.h"
+#undef ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#define ISA avx512
+#include "fast_step_kernel.h"
+#undef ISA
+#pragma GCC pop_options
+#endif
+#undef real
+#undef GEMM
+#undef EXP
+#undef TANH
+#undef SQRT
+#undef NAME
+
+#define real double
+#define GEMM dgemm_rm
+#define EXP exp
+#define TANH tanh
+#define SQRT sqrt
+#define NAME(f) CAT(CAT(f, _double_), ISA)
+#define ISA generic
+#include "fast_step_kernel.h"
+#undef ISA
+#ifdef MULTIVERSION
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA avx2
+#include "fast_step_kernel.h"
+#undef ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#define ISA avx512
+#include "fast_step_kernel.h"
+#undef ISA
+#pragma GCC pop_options
+#endif
+#undef real
+#undef GEMM
+#undef EXP
+#undef TANH
+#undef SQRT
+#undef NAME
+
+typedef void exp_tanh_fn(int64_t n, const float *x, float *e, float *t);
+
+typedef struct {
+    const char *name;
+    train_steps_fn *f32, *f64;
+    exp_tanh_fn *exp_tanh;
+} Variant;
+
+static const Variant variants[] = {
+#ifdef MULTIVERSION
+    {"avx512", train_steps_float_avx512, train_steps_double_avx512, exp_tanh_float_avx512},
+    {"avx2", train_steps_float_avx2, train_steps_double_avx2, exp_tanh_float_avx2},
+#endif
+    {"generic", train_steps_float_generic, train_steps_double_generic, exp_tanh_float_generic},
+};
+#define NVARIANTS ((int)(sizeof variants / sizeof variants[0]))
+
+static const Variant *current;  /* the one train_steps runs */
+
+static int cpu_has(const char *name)
+{
+#ifdef MULTIVERSION
+    if (!strcmp(name, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(name, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return !strcmp(name, "generic");
+}
+
+/* --- Python ------------------------------------------------------------------------------------- */
+
+/* A buffer of `ndim` dimensions whose items are one of `formats` (struct codes); writable if asked. */
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, int ndim, const char *formats, int writable)
+{
+    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    while (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    if (view->ndim != ndim || strlen(f) != 1 || !strchr(formats, f[0])) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a %d-d array of one of the types '%s', got %d-d '%s'", what,
+                     ndim, formats, view->ndim, view->format ? view->format : "B");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int contiguous(Py_buffer *view, const char *what)
+{
+    if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%s must be contiguous", what);
+        return 0;
+    }
+    return 1;
+}
+
+static const char *const ARGS = "train_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, "
+                                "blocks, losses)";
+
+static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    enum { P, G, WORK, YB, DIMS, XTR, YTR, NBUF };
+    static const char *names[NBUF] = {"P", "G", "work", "Yb", "dims", "Xtr", "Ytr"};
+    static const char *formats[NBUF] = {"fd", "fd", "fd", "lq", "lq", "BiIl", "BiIl"};
+    static const int ndims[NBUF] = {1, 1, 1, 1, 1, 2, 1};
+    static const int writable[NBUF] = {1, 1, 1, 1, 0, 0, 0};
+    Py_buffer v[NBUF], losses;
+    int got = 0, have_losses = 0;
+    PyObject *result = NULL;
+    double *colsum = NULL;
+
+    if (nargs != 13) {
+        PyErr_Format(PyExc_TypeError, "%s takes 13 arguments, got %zd", ARGS, nargs);
+        return NULL;
+    }
+    if (!current || !blas_sgemm || !blas_dgemm) {
+        PyErr_SetString(PyExc_RuntimeError, "_fast_step: call set_blas first");
+        return NULL;
+    }
+    for (; got < NBUF; got++)
+        if (get_buffer(args[got], &v[got], names[got], ndims[got], formats[got], writable[got]) < 0)
+            goto done;
+    if (get_buffer(args[12], &losses, "losses", 1, "d", 1) < 0)
+        goto done;
+    have_losses = 1;
+    int64_t ix_address = PyLong_AsLongLong(args[7]), nsteps = PyLong_AsLongLong(args[8]);
+    double lr = PyFloat_AsDouble(args[9]);
+    int update = PyObject_IsTrue(args[10]);
+    if (PyErr_Occurred() || update < 0)
+        goto done;
+    if (args[11] != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "blocks: the one-core kernel takes None (it has one block)");
+        goto done;
+    }
+    for (int i = 0; i < XTR; i++)  /* all but the training set, which is read through its strides */
+        if (!contiguous(&v[i], names[i]))
+            goto done;
+    if (!contiguous(&losses, "losses"))
+        goto done;
+
+    size_t item = (size_t)v[P].itemsize;
+    if ((size_t)v[G].itemsize != item || (size_t)v[WORK].itemsize != item || v[YB].itemsize != 8 ||
+        v[DIMS].itemsize != 8 || v[XTR].itemsize != v[YTR].itemsize || (v[XTR].itemsize != 1 && v[XTR].itemsize != 4)) {
+        PyErr_SetString(PyExc_TypeError, "P, G and work must share one float type; Yb and dims must be int64; "
+                                         "Xtr and Ytr uint8 or int32 alike");
+        goto done;
+    }
+    const int64_t *dims = (const int64_t *)v[DIMS].buf;
+    int64_t B = v[YB].shape[0], N = v[XTR].shape[0], T = v[XTR].shape[1];
+    if (v[DIMS].shape[0] != 3 || dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || T < 1 || B < 2 ||
+        v[YTR].shape[0] != N || nsteps < 0 || losses.shape[0] < nsteps) {
+        PyErr_Format(PyExc_ValueError, "bad shapes: dims (V, E, H) all >= 1, a batch of >= 2, Xtr (N, T) and "
+                                       "Ytr (N,), losses of >= nsteps; got B=%lld N=%lld T=%lld nsteps=%lld",
+                     (long long)B, (long long)N, (long long)T, (long long)nsteps);
+        goto done;
+    }
+    Layout L;
+    make_layout(&L, dims[0], dims[1], T * dims[1], dims[2], B);
+    if (v[P].shape[0] < L.po[7] || v[G].shape[0] < L.po[7] || v[WORK].shape[0] < L.wo[10]) {
+        PyErr_Format(PyExc_ValueError, "arenas too small: P and G need %lld elements, work %lld",
+                     (long long)L.po[7], (long long)L.wo[10]);
+        goto done;
+    }
+    Data d = {v[XTR].buf, v[YTR].buf, N, T, v[XTR].strides[0], v[XTR].strides[1], v[YTR].strides[0],
+              v[XTR].itemsize};
+    colsum = PyMem_RawMalloc((size_t)B * sizeof(double));
+    if (!colsum) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    train_steps_fn *run = item == sizeof(float) ? current->f32 : current->f64;
+    int64_t done_steps;
+    Py_BEGIN_ALLOW_THREADS
+    done_steps = run(&L, v[P].buf, v[G].buf, v[WORK].buf, colsum, (int64_t *)v[YB].buf, &d,
+                     (const int64_t *)(intptr_t)ix_address, nsteps, lr, update, (double *)losses.buf);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLongLong(done_steps);
+done:
+    PyMem_RawFree(colsum);
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&v[i]);
+    if (have_losses)
+        PyBuffer_Release(&losses);
+    return result;
+}
+
+static PyObject *tuple_of(const int64_t *x, int n)
+{
+    PyObject *t = PyTuple_New(n);
+    for (int i = 0; t && i < n; i++) {
+        PyObject *item = PyLong_FromLongLong(x[i]);
+        if (!item) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, item);
+    }
+    return t;
+}
+
+static PyObject *py_param_offsets(PyObject *self, PyObject *args)
+{
+    long long V, E, K, H;
+    if (!PyArg_ParseTuple(args, "LLLL:param_offsets", &V, &E, &K, &H))
+        return NULL;
+    Layout L;
+    make_layout(&L, V, E, K, H, 0);
+    return tuple_of(L.po, 8);
+}
+
+static PyObject *py_work_offsets(PyObject *self, PyObject *args)
+{
+    long long B, K, H, V;
+    if (!PyArg_ParseTuple(args, "LLLL:work_offsets", &B, &K, &H, &V))
+        return NULL;
+    Layout L;
+    make_layout(&L, V, 1, K, H, B);
+    return tuple_of(L.wo, 11);
+}
+
+static void *capsule_pointer(PyObject *capsule)
+{
+    if (!PyCapsule_CheckExact(capsule)) {
+        PyErr_SetString(PyExc_TypeError, "set_blas takes the capsules of scipy.linalg.cython_blas.__pyx_capi__");
+        return NULL;
+    }
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule));
+}
+
+static PyObject *py_set_blas(PyObject *self, PyObject *args)
+{
+    PyObject *s, *d;
+    if (!PyArg_ParseTuple(args, "OO:set_blas", &s, &d))
+        return NULL;
+    void *ps = capsule_pointer(s), *pd = ps ? capsule_pointer(d) : NULL;
+    if (!pd)
+        return NULL;
+    blas_sgemm = (sgemm_fn *)ps;
+    blas_dgemm = (dgemm_fn *)pd;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_available_isas(PyObject *self, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < NVARIANTS; i++) {
+        if (!cpu_has(variants[i].name))
+            continue;
+        PyObject *name = PyUnicode_FromString(variants[i].name);
+        if (!name || PyList_Append(out, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return out;
+}
+
+static PyObject *py_use_isa(PyObject *self, PyObject *args)
+{
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s:use_isa", &name))
+        return NULL;
+    for (int i = 0; i < NVARIANTS; i++) {
+        if (!strcmp(variants[i].name, name)) {
+            if (!cpu_has(name))
+                return PyErr_Format(PyExc_ValueError, "this CPU cannot run the %s kernel", name);
+            current = &variants[i];
+            Py_RETURN_NONE;
+        }
+    }
+    return PyErr_Format(PyExc_ValueError, "no kernel for the instruction set %s", name);
+}
+
+static PyObject *py_exp_tanh(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oe, *ot;
+    if (!PyArg_ParseTuple(args, "OOO:exp_tanh", &ox, &oe, &ot))
+        return NULL;
+    Py_buffer x, e, t;
+    if (get_buffer(ox, &x, "x", 1, "f", 0) < 0)
+        return NULL;
+    if (get_buffer(oe, &e, "e", 1, "f", 1) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (get_buffer(ot, &t, "t", 1, "f", 1) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&e);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (!PyBuffer_IsContiguous(&x, 'C') || !PyBuffer_IsContiguous(&e, 'C') || !PyBuffer_IsContiguous(&t, 'C') ||
+        e.shape[0] != x.shape[0] || t.shape[0] != x.shape[0])
+        PyErr_SetString(PyExc_ValueError, "exp_tanh: x, e, t must be contiguous float32 arrays of one length");
+    else {
+        current->exp_tanh(x.shape[0], x.buf, e.buf, t.buf);
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&e);
+    PyBuffer_Release(&t);
+    return result;
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *unused)
+{
+    return PyUnicode_FromString(current->name);
+}
+
+static PyMethodDef methods[] = {
+    {"train_steps", (PyCFunction)(void (*)(void))py_train_steps, METH_FASTCALL,
+     "train_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses) -> steps run\n\n"
+     "nsteps training steps of the lecture's MLP on one core (BLAS threads aside), on the minibatches\n"
+     "read from ix_address (nsteps * B int64s, B = len(Yb)); losses[s] gets step s's loss. The arguments\n"
+     "are fast_blocked.train_steps_blocked's (blocks must be None)."},
+    {"param_offsets", py_param_offsets, METH_VARARGS,
+     "param_offsets(V, E, K, H): where C, W1, b1, W2^T, b2, bngain, bnbias start in a parameter arena; "
+     "the last entry is its size."},
+    {"work_offsets", py_work_offsets, METH_VARARGS,
+     "work_offsets(B, K, H, V): where the step's activations start in its work arena; the last entry is "
+     "its size."},
+    {"set_blas", py_set_blas, METH_VARARGS, "set_blas(sgemm, dgemm): the capsules of scipy.linalg.cython_blas."},
+    {"available_isas", py_available_isas, METH_NOARGS, "The kernel's instruction sets this CPU can run, best first."},
+    {"use_isa", py_use_isa, METH_VARARGS, "use_isa(name): run the kernel compiled for that instruction set."},
+    {"exp_tanh", py_exp_tanh, METH_VARARGS,
+     "exp_tanh(x, e, t): e = exp(x), t = tanh(x) for float32 arrays, as the float32 step computes them."},
+    {"isa", py_isa, METH_NOARGS, "The instruction set of the kernel train_steps runs."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fast_step", "The fast engine's one-core training step (fast_step.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fast_step(void)
+{
+#ifdef MULTIVERSION
+    __builtin_cpu_init();
+#endif
+    for (int i = 0; i < NVARIANTS && !current; i++)
+        if (cpu_has(variants[i].name))
+            current = &variants[i];
+    return PyModule_Create(&module);
+}

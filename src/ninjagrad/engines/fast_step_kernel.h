@@ -1,0 +1,331 @@
+/* The lecture's MLP training step on one core, for one floating-point type: included by fast_step.c
+ * once per (type, instruction set), with
+ *
+ *     real       float or double
+ *     NAME(f)    f's name for this inclusion (f_float_avx512, ...)
+ *     GEMM       sgemm or dgemm: the BLAS that scipy ships (see fast_step.c)
+ *     EXP, TANH  exp and tanh for `real`: the vectorisable exp32 / tanh32 for float, libm's for double
+ *
+ * The same math as ops.py, summed in the same orders as fast_blocked.py's numba kernel; each pass
+ * below is a small function whose loops the C compiler vectorises:
+ *
+ *     forward                                    backward (the forward read bottom-up)
+ *     embedding_forward   gather rows of C       embedding_backward   scatter-add into dC
+ *     (gemm)              hprebn = embcat W1     (gemm x2)            dembcat, dW1
+ *     batchnorm_tanh_fwd  + b1, xhat, h=tanh(.)  batchnorm_tanh_bwd   dhprebn, dbngain, dbnbias, db1
+ *     (gemm)              logits^T = W2^T h^T    (gemm x2)            dh, dW2^T
+ *     cross_entropy       + b2, loss, dlogits^T, db2 (made in the forward's passes)
+ *
+ * Every array is row-major. Loops go along a row of H (or of B, for the transposed logits) and touch
+ * few arrays, through `restrict` pointers, which is what lets the compiler vectorise them.
+ */
+
+/* --- embedding ---------------------------------------------------------------------------------- */
+
+/* embcat[b] = concat_t C[X[ix[b], t]], the minibatch gathered straight from the training set (B, K). */
+static void NAME(embedding_forward)(const Data *d, const int64_t *restrict ix, int64_t B, int64_t E,
+                                    const real *restrict C, real *restrict embcat)
+{
+    int64_t T = d->T;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t < T; t++) {
+            const real *row = C + data_x(d, ix[b], t) * E;
+            real *out = embcat + (b * T + t) * E;
+            for (int64_t e = 0; e < E; e++)
+                out[e] = row[e];
+        }
+    }
+}
+
+/* dC[v] += dembcat[b, t] for every (b, t) with X[ix[b], t] == v. Accumulate, never assign: a character
+ * that appears twice in the batch gets both contributions. dC comes in all zero. */
+static void NAME(embedding_backward)(const Data *d, const int64_t *restrict ix, int64_t B, int64_t E,
+                                     const real *restrict dembcat, real *restrict dC)
+{
+    int64_t T = d->T;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t < T; t++) {
+            real *row = dC + data_x(d, ix[b], t) * E;
+            const real *in = dembcat + (b * T + t) * E;
+            for (int64_t e = 0; e < E; e++)
+                row[e] += in[e];
+        }
+    }
+}
+
+/* C[v] -= lr dC[v], then dC[v] = 0, for the rows the batch touched (a large vocabulary: the other rows
+ * have no gradient). Clearing while updating makes a repeated row update once. */
+static void NAME(embedding_sgd_and_clear)(const Data *d, const int64_t *restrict ix, int64_t B, int64_t E,
+                                          real lr, real *restrict C, real *restrict dC)
+{
+    int64_t T = d->T;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t < T; t++) {
+            int64_t v = data_x(d, ix[b], t);
+            for (int64_t e = 0; e < E; e++) {
+                C[v * E + e] -= lr * dC[v * E + e];
+                dC[v * E + e] = 0;
+            }
+        }
+    }
+}
+
+/* --- bias + batchnorm + tanh -------------------------------------------------------------------- */
+
+static void NAME(add_bias_and_sum)(int64_t n, real *restrict x, const real *restrict bias, real *restrict sum)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real v = x[j] + bias[j];
+        x[j] = v;
+        sum[j] += v;
+    }
+}
+
+static void NAME(sum_squared_differences)(int64_t n, const real *restrict x, const real *restrict mean,
+                                          real *restrict ssd)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real dx = x[j] - mean[j];
+        ssd[j] += dx * dx;
+    }
+}
+
+static void NAME(normalise_and_tanh)(int64_t n, real *restrict x, const real *restrict mean,
+                                     const real *restrict var_inv, const real *restrict gain,
+                                     const real *restrict bias, real *restrict h)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real xh = (x[j] - mean[j]) * var_inv[j];
+        x[j] = xh;
+        h[j] = TANH(gain[j] * xh + bias[j]);
+    }
+}
+
+/* hprebn += b1; xhat = (hprebn - mean) / sqrt(var + eps); h = tanh(bngain xhat + bnbias).
+ *
+ * var is the batch's Bessel-corrected (n-1) variance, as in the lecture, from the squared differences
+ * to the mean (two passes, as ops.batchnorm_forward: no cancellation when the mean is large). xhat
+ * overwrites hprebn: the backward needs xhat and h, not hprebn. b1 is added although batchnorm
+ * subtracts it again, as the lecture's forward does: leaving it out saved ~0.8 us of a ~34 us step,
+ * but in batches of one repeated example made the float32 gradients of C and W1 ~100x less accurate.
+ */
+static void NAME(batchnorm_tanh_forward)(int64_t B, int64_t H, real *restrict hprebn, const real *restrict b1,
+                                         const real *restrict bngain, const real *restrict bnbias,
+                                         real *restrict h, real *restrict mean, real *restrict var_inv)
+{
+    for (int64_t j = 0; j < H; j++)
+        mean[j] = var_inv[j] = 0;
+    for (int64_t i = 0; i < B; i++)
+        NAME(add_bias_and_sum)(H, hprebn + i * H, b1, mean);
+    for (int64_t j = 0; j < H; j++)
+        mean[j] /= (real)B;
+    for (int64_t i = 0; i < B; i++)
+        NAME(sum_squared_differences)(H, hprebn + i * H, mean, var_inv);
+    for (int64_t j = 0; j < H; j++)  /* unbiased, like hpreact.var(0, unbiased=True) */
+        var_inv[j] = (real)1 / SQRT(var_inv[j] / (real)(B - 1) + (real)BN_EPS);
+    for (int64_t i = 0; i < B; i++)
+        NAME(normalise_and_tanh)(H, hprebn + i * H, mean, var_inv, bngain, bnbias, h + i * H);
+}
+
+static void NAME(tanh_backward_and_sums)(int64_t n, real *restrict dh, const real *restrict h,
+                                         const real *restrict xhat, real *restrict sb, real *restrict sg,
+                                         real *restrict sx)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real v = ((real)1 - h[j] * h[j]) * dh[j];  /* dhpreact */
+        dh[j] = v;
+        sb[j] += v;
+        sg[j] += v * xhat[j];
+        sx[j] += xhat[j];
+    }
+}
+
+static void NAME(batchnorm_input_grad)(int64_t n, real *restrict dh, const real *restrict xhat, real nb,
+                                       const real *restrict a, const real *restrict sb, const real *restrict csg)
+{
+    for (int64_t j = 0; j < n; j++)
+        dh[j] = a[j] * (nb * dh[j] - sb[j] - csg[j] * xhat[j]);  /* dhprebn */
+}
+
+/* dhpreact = (1 - h^2) dh; then batchnorm's backward, written over dh in place:
+ *
+ *     dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain)
+ *
+ * with dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat, and db1 = sum_B dhprebn, which by the
+ * line above is -bngain var_inv / n * n/(n-1) dbngain sum_B xhat: ~0, since batchnorm subtracts the
+ * mean (b1 has no effect on the loss), computed, not assumed. `scratch` holds 3*H reals. */
+static void NAME(batchnorm_tanh_backward)(int64_t B, int64_t H, real *restrict dh, const real *restrict xhat,
+                                          const real *restrict h, const real *restrict bngain,
+                                          const real *restrict var_inv, real *restrict dbngain,
+                                          real *restrict dbnbias, real *restrict db1, real *restrict scratch)
+{
+    real *sx = scratch, *a = scratch + H, *csg = scratch + 2 * H;
+    for (int64_t j = 0; j < H; j++)
+        dbnbias[j] = dbngain[j] = sx[j] = 0;
+    for (int64_t i = 0; i < B; i++)
+        NAME(tanh_backward_and_sums)(H, dh + i * H, h + i * H, xhat + i * H, dbnbias, dbngain, sx);
+    /* per column, in the activations' type, as ops.batchnorm_backward computes them */
+    real bessel = (real)((double)B / (double)(B - 1));
+    for (int64_t j = 0; j < H; j++) {
+        a[j] = bngain[j] * var_inv[j] / (real)B;  /* bngain var_inv / n */
+        csg[j] = bessel * dbngain[j];  /* n/(n-1) dbngain */
+        db1[j] = -(a[j] * (csg[j] * sx[j]));
+    }
+    for (int64_t i = 0; i < B; i++)
+        NAME(batchnorm_input_grad)(H, dh + i * H, xhat + i * H, (real)B, a, dbnbias, csg);
+}
+
+/* --- softmax + cross-entropy -------------------------------------------------------------------- */
+
+static void NAME(add_bias_and_max)(int64_t n, real *restrict row, real bias, real *restrict colmax)
+{
+    for (int64_t i = 0; i < n; i++) {
+        real v = row[i] + bias;
+        row[i] = v;
+        colmax[i] = colmax[i] > v ? colmax[i] : v;
+    }
+}
+
+static void NAME(exp_and_sum)(int64_t n, real *restrict row, const real *restrict colmax, double *restrict colsum)
+{
+    for (int64_t i = 0; i < n; i++)
+        row[i] = EXP(row[i] - colmax[i]);  /* counts */
+    for (int64_t i = 0; i < n; i++)
+        colsum[i] += row[i];  /* in double, as a Python float accumulates */
+}
+
+static void NAME(scale_row)(int64_t n, real *restrict row, const double *restrict scale)
+{
+    for (int64_t i = 0; i < n; i++)
+        row[i] *= (real)scale[i];
+}
+
+/* logits += b2; loss = -mean_b log softmax(logits)_b,Y[b]; dlogits = (softmax - onehot(Y)) / n.
+ *
+ * The logits come transposed, (V, B), so that every pass runs along the batch: 32 examples are two
+ * AVX-512 vectors, where a row of 27 characters vectorises badly. colmax (B reals) and colsum (B
+ * doubles) are scratch. Returns the loss; dlogits^T is written over the logits, and db2 = sum_B dlogits.
+ */
+static double NAME(cross_entropy)(int64_t V, int64_t B, real *restrict logitsT, const real *restrict b2,
+                                  const int64_t *restrict Yb, real *restrict db2, real *restrict colmax,
+                                  double *restrict colsum)
+{
+    real inv_n = (real)(1.0 / (double)B);
+    for (int64_t i = 0; i < B; i++) {
+        colmax[i] = -INFINITY;  /* subtracted for stability; its gradient is zero */
+        colsum[i] = 0;
+    }
+    for (int64_t v = 0; v < V; v++)
+        NAME(add_bias_and_max)(B, logitsT + v * B, b2[v], colmax);
+    double loss = 0;
+    for (int64_t i = 0; i < B; i++)
+        loss -= (double)(logitsT[Yb[i] * B + i] - colmax[i]);  /* the target's shifted logit, before exp */
+    for (int64_t v = 0; v < V; v++)
+        NAME(exp_and_sum)(B, logitsT + v * B, colmax, colsum);
+    for (int64_t i = 0; i < B; i++) {
+        loss += log(colsum[i]);  /* -log(counts[y] / sum(counts)), without computing counts[y] */
+        colsum[i] = (double)((real)(1.0 / colsum[i]) * inv_n);  /* now the scale: probs / n = counts * scale */
+    }
+    for (int64_t v = 0; v < V; v++)
+        NAME(scale_row)(B, logitsT + v * B, colsum);
+    for (int64_t i = 0; i < B; i++)
+        logitsT[Yb[i] * B + i] -= inv_n;
+    for (int64_t v = 0; v < V; v++) {
+        double acc = 0;
+        for (int64_t i = 0; i < B; i++)
+            acc += logitsT[v * B + i];
+        db2[v] = (real)acc;
+    }
+    return loss / (double)B;
+}
+
+/* e = exp(x), t = tanh(x), elementwise, with the functions the step uses: for the tests. */
+static void NAME(exp_tanh)(int64_t n, const real *restrict x, real *restrict e, real *restrict t)
+{
+    for (int64_t i = 0; i < n; i++) {
+        e[i] = EXP(x[i]);
+        t[i] = TANH(x[i]);
+    }
+}
+
+/* --- the update --------------------------------------------------------------------------------- */
+
+/* p -= lr g, the lecture's update (optim.SGD), with lr in the parameters' type as torch's
+ * p.sub_(g, alpha=lr) has it. */
+static void NAME(sgd_update)(int64_t n, real *restrict p, const real *restrict g, real lr)
+{
+    for (int64_t k = 0; k < n; k++)
+        p[k] -= lr * g[k];
+}
+
+/* --- the step ----------------------------------------------------------------------------------- */
+
+/* Forward, backward and (if `update`) the SGD update for the minibatch ix; returns the loss, or NaN
+ * having done nothing if an index lies outside the training set. dC must be all zero on entry; it is
+ * all zero again on return when `update` is set. */
+static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *colsum, int64_t *Yb,
+                         const Data *d, const int64_t *ix, double lr, int update)
+{
+    int64_t V = L->V, E = L->E, K = L->K, H = L->H, B = L->B;
+    const int64_t *po = L->po, *wo = L->wo;
+    real *C = P + po[0], *W1 = P + po[1], *b1 = P + po[2], *W2T = P + po[3], *b2 = P + po[4];
+    real *bngain = P + po[5], *bnbias = P + po[6];
+    real *dC = G + po[0], *dW1 = G + po[1], *db1 = G + po[2], *dW2T = G + po[3], *db2 = G + po[4];
+    real *dbngain = G + po[5], *dbnbias = G + po[6];
+    real *embcat = work + wo[0], *dembcat = work + wo[1];  /* (B, K) */
+    real *hprebn = work + wo[2], *h = work + wo[3], *dh = work + wo[4];  /* (B, H); hprebn becomes xhat */
+    real *logitsT = work + wo[5];  /* (V, B), then dlogits^T */
+    real *mean = work + wo[6], *var_inv = work + wo[7];  /* (H) */
+    real *colmax = work + wo[8];  /* (B) */
+    real *scratch = work + wo[9];  /* (3 H) */
+
+    for (int64_t b = 0; b < B; b++)  /* the only bounds check: it guards every later read */
+        if (ix[b] < 0 || ix[b] >= d->N)
+            return NAN;
+    for (int64_t b = 0; b < B; b++)
+        Yb[b] = data_y(d, ix[b]);
+    /* forward */
+    NAME(embedding_forward)(d, ix, B, E, C, embcat);  /* (B, K) */
+    GEMM('N', 'N', B, H, K, embcat, K, W1, H, 0, hprebn, H);  /* (B, H); b1 is added in the next pass */
+    NAME(batchnorm_tanh_forward)(B, H, hprebn, b1, bngain, bnbias, h, mean, var_inv);  /* xhat, h */
+    GEMM('N', 'T', V, B, H, W2T, H, h, H, 0, logitsT, B);  /* (V, B) logits^T; b2 added in the next pass */
+    double loss = NAME(cross_entropy)(V, B, logitsT, b2, Yb, db2, colmax, colsum);  /* -> dlogits^T */
+    /* backward */
+    GEMM('T', 'N', B, H, V, logitsT, B, W2T, H, 0, dh, H);  /* (B, H) dh = dlogits W2 */
+    GEMM('N', 'N', V, H, B, logitsT, B, h, H, 0, dW2T, H);  /* (V, H) dW2^T = dlogits^T h */
+    NAME(batchnorm_tanh_backward)(B, H, dh, hprebn, h, bngain, var_inv, dbngain, dbnbias, db1, scratch);
+    GEMM('N', 'T', B, K, H, dh, H, W1, H, 0, dembcat, K);  /* (B, K) dembcat = dhprebn W1^T */
+    GEMM('T', 'N', K, H, B, embcat, K, dh, H, 0, dW1, H);  /* (K, H) dW1 = embcat^T dhprebn */
+    NAME(embedding_backward)(d, ix, B, E, dembcat, dC);  /* (V, E) */
+    if (update) {
+        real step = (real)lr;
+        if (V <= B * d->T) {
+            /* a small vocabulary (27 rows against the batch's 96 lookups): C with everything else, in
+             * one pass over the arenas (rows no example touched get C - lr * 0, which is C, and the
+             * gaps between pieces are zero in both), then dC cleared whole: ~0.4-1 us less a step
+             * than visiting the batch's rows */
+            NAME(sgd_update)(po[7] - po[0], P + po[0], G + po[0], step);
+            memset(dC, 0, (size_t)(V * E) * sizeof(real));
+        } else {  /* a large vocabulary: only the rows the batch touched */
+            NAME(sgd_update)(po[7] - po[1], P + po[1], G + po[1], step);
+            NAME(embedding_sgd_and_clear)(d, ix, B, E, step, C, dC);
+        }
+    }
+    return loss;
+}
+
+/* nsteps steps on the minibatches ixs[s] (B int64s each); losses[s] gets step s's loss. A step whose
+ * loss is not finite is the last (its update is made, as a one-step call would make it). Returns the
+ * number of steps run. */
+static int64_t NAME(train_steps)(const Layout *L, void *P, void *G, void *work, double *colsum, int64_t *Yb,
+                                 const Data *d, const int64_t *ixs, int64_t nsteps, double lr, int update,
+                                 double *losses)
+{
+    for (int64_t s = 0; s < nsteps; s++) {
+        double loss = NAME(step)(L, (real *)P, (real *)G, (real *)work, colsum, Yb, d, ixs + s * L->B, lr, update);
+        losses[s] = loss;
+        if (!isfinite(loss))
+            return s + 1;
+    }
+    return nsteps;
+}
