@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=7, help="repeats per figure (default 7)")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-runs", type=int, default=5, help="training processes per engine and shape (median)")
     ap.add_argument("--compare-20k", action="store_true", help="20k-step runs of fast and autograd on names.txt")
     ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the torch engines")
     args = ap.parse_args()
@@ -66,7 +68,8 @@ def main():
     result = bench.run_bench(args.steps, args.repeats, scaling=not args.no_scaling, dc=True)
     m = result["machine"]
     print(f"Machine: {m['cpu']}, {m['cores']} cores (torch uses {m['torch_threads']} threads), torch {m['torch']}, "
-          f"numba {m.get('numba')}, numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}; "
+          f"numba {m.get('numba')}, numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}, "
+          f"the fast engine's C kernel compiled for {m.get('fast_kernel')}; "
           f"1-minute load average at the start: {m.get('load_average_1min')}"
           + (f"; GPU {m['gpu']}" if "gpu" in m else "") + ".\n")
     print(f"Engines, the lecture's MLP (batch 32, n_hidden 200, float32): median of {args.repeats} repeats of "
@@ -94,10 +97,16 @@ def main():
     if not args.no_memory:
         rows = []
         for B, H in ((32, 200), (4096, 1024)):
-            mem = {e: peak_rss_mb(e, B, H, 30) for e in ("manual", "fast")}
-            rows.append([B, H, f"{mem['manual']:.0f}", f"{mem['fast']:.0f}", f"{mem['fast'] / mem['manual']:.2f}"])
-        print("\nPeak memory of a `ninjagrad train` process (30 steps; ru_maxrss, MiB):\n")
-        print(md_table(["batch", "n_hidden", "manual", "fast", "fast / manual"], rows))
+            mem = {"manual": [], "fast": []}
+            for _ in range(args.memory_runs):  # taking turns: a process's peak varies by up to a third
+                for e in mem:
+                    mem[e].append(peak_rss_mb(e, B, H, 30))
+            med = {e: statistics.median(v) for e, v in mem.items()}
+            rows.append([B, H] + [f"{med[e]:.0f} ({min(v):.0f}–{max(v):.0f})" for e, v in mem.items()]
+                        + [f"{med['fast'] / med['manual']:.2f}"])
+        print(f"\nPeak memory of a `ninjagrad train` process (30 steps; ru_maxrss, MiB; median of {args.memory_runs} "
+              "processes per engine, range in brackets):\n")
+        print(md_table(["batch", "n_hidden", "manual", "fast", "fast / manual (medians)"], rows))
     if args.compare_20k:
         if not NAMES.exists():
             print("\n(20k-step comparison skipped: names.txt is not at ../shared/data/)")

@@ -47,6 +47,12 @@ def machine() -> dict:
         info.update(numba=numba.__version__, numpy=numpy.__version__, scipy=scipy.__version__)
     except ImportError:
         pass
+    try:
+        from .engines.fast import load_step_kernel
+
+        info["fast_kernel"] = load_step_kernel().isa()  # which compiled copy of the step this CPU runs
+    except ImportError:
+        pass
     if hasattr(os, "getloadavg"):
         info["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
     if torch.cuda.is_available():
