@@ -4,8 +4,8 @@
     python benchmarks/fast_blocked.py --shapes 4096x1024 --repeats 9 --widths 64 128 256
 
 Candidates (kernel, BLAS threads): the C kernel (_fast_step.train_steps) on one core; the same with
-BLAS on all cores; and fast_blocked's train_steps_blocked, one block group per core, each calling a
-one-thread BLAS. All take turns inside
+BLAS on all cores; and the blocked step (the same entry point given a `blocks` layout), one block group
+per core, each calling a one-thread BLAS. All take turns inside
 one process and the medians of the repeats are printed: the machine is shared, and the load average
 is printed with them. % of peak = bench.step_flops(B, K, H, V) / time / bench.matmul_gflops().
 """
@@ -16,13 +16,11 @@ import os
 import statistics
 import time
 
-import numba
 import numpy as np
 import torch
 
 from ninjagrad import bench
-from ninjagrad.engines import fast_blocked as FB
-from ninjagrad.engines.fast import FastEngine, load_step_kernel, set_blas_threads, use_workqueue_threads
+from ninjagrad.engines.fast import FastEngine, block_width, cores, load_step_kernel, make_blocks, set_blas_threads
 from ninjagrad.models import MLP, MLPConfig
 
 T, E, V = 3, 10, 27
@@ -30,16 +28,15 @@ T, E, V = 3, 10, 27
 
 def candidates(B: int, H: int, widths: list[int]) -> list[tuple]:
     """(label, kernel, blocks, BLAS threads, work elements) for batches of B."""
-    n = numba.get_num_threads()
+    n = cores()
     C = load_step_kernel()
     plain = C.work_offsets(B, T * E, H, V)[-1]
-    out = [("C train_steps, 1 thread", C.train_steps, None, 1, plain),
-           (f"C train_steps, BLAS {n} threads", C.train_steps, None, n, plain)]
+    out = [("whole batch, 1 thread", C.train_steps, None, 1, plain),
+           (f"whole batch, BLAS {n} threads", C.train_steps, None, n, plain)]
     for groups in sorted({1, n}):
-        for w in widths or [FB.block_width(H, groups)]:
-            blocks = FB.make_blocks(H, groups, w)
-            out.append((f"train_steps_blocked, {groups} thread{'s' * (groups > 1)}, w={w}", FB.train_steps_blocked,
-                        blocks, 1, FB.work_size_blocked(B, T, E, H, V, blocks)))
+        for w in widths or [block_width(H, groups)]:
+            out.append((f"blocked, {groups} thread{'s' * (groups > 1)}, w={w}", C.train_steps, make_blocks(H, groups, w),
+                        1, C.work_offsets_blocked(B, T, E, H, V, groups, w)[-1]))
     return out
 
 
@@ -78,16 +75,15 @@ def main():
     ap.add_argument("--steps", type=int, default=0, help="steps per turn (default: ~150 ms of work)")
     ap.add_argument("--repeats", type=int, default=7, help="turns per candidate; the median is printed (default 7)")
     ap.add_argument("--widths", type=int, nargs="*", default=[],
-                    help="block widths for the blocked kernel (default: fast_blocked.block_width)")
+                    help="block widths for the blocked step (default: fast.block_width)")
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds to sleep before each turn, so spinning threads of the last one stop (default 0.3)")
     ap.add_argument("--float64", action="store_true", help="time float64 instead of float32")
     args = ap.parse_args()
-    use_workqueue_threads()
     peak = bench.matmul_gflops()
     dtype = torch.float64 if args.float64 else torch.float32
     print(f"matmul peak (torch 2048^3 sgemm, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s; "
-          f"numba threads {numba.get_num_threads()}; {dtype}; load average {os.getloadavg()[0]:.2f} at the start\n")
+          f"{cores()} cores; {dtype}; load average {os.getloadavg()[0]:.2f} at the start\n")
     print("| B x H | candidate | µs/step | GFLOP/s | % of peak |")
     print("|---|---|---|---|---|")
     for shape in args.shapes:

@@ -68,7 +68,7 @@ def main():
     result = bench.run_bench(args.steps, args.repeats, scaling=not args.no_scaling, dc=True)
     m = result["machine"]
     print(f"Machine: {m['cpu']}, {m['cores']} cores (torch uses {m['torch_threads']} threads), torch {m['torch']}, "
-          f"numba {m.get('numba')}, numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}, "
+          f"numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}, "
           f"the fast engine's C kernel compiled for {m.get('fast_kernel')}; "
           f"1-minute load average at the start: {m.get('load_average_1min')}"
           + (f"; GPU {m['gpu']}" if "gpu" in m else "") + ".\n")
@@ -120,33 +120,12 @@ def main():
 
 
 def matmul_floor_us(repeats: int = 7, calls: int = 2000) -> float:
-    """The six matmuls of a lecture step, called from compiled code (numba -> BLAS): the floor."""
-    import time
+    """The six matmuls of a lecture step, as the fast engine's compiled step calls BLAS: the floor."""
+    from ninjagrad.engines.fast import load_step_kernel
 
-    import numba
-    import numpy as np
-
-    @numba.njit
-    def six(embcat, W1, hprebn, h, W2, logits, dh, dW2, dembcat, dW1, n):
-        for _ in range(n):
-            np.dot(embcat, W1, hprebn)
-            np.dot(h, W2, logits)
-            np.dot(logits, W2.T, dh)
-            np.dot(h.T, logits, dW2)
-            np.dot(dh, W1.T, dembcat)
-            np.dot(embcat.T, dh, dW1)
-
-    B, K, H, V = 32, 30, 200, 27
-    r = np.random.default_rng(0)
-    a = [r.standard_normal(s).astype(np.float32) for s in
-         ((B, K), (K, H), (B, H), (B, H), (H, V), (B, V), (B, H), (H, V), (B, K), (K, H))]
-    six(*a, 1)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        six(*a, calls)
-        ts.append((time.perf_counter() - t) / calls * 1e6)
-    return sorted(ts)[len(ts) // 2]
+    kernel = load_step_kernel()
+    kernel.matmul_floor(32, 30, 200, 27, 10)  # warm up
+    return sorted(kernel.matmul_floor(32, 30, 200, 27, calls) * 1e6 for _ in range(repeats))[repeats // 2]
 
 
 if __name__ == "__main__":

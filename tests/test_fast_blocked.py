@@ -1,14 +1,11 @@
-"""The column-blocked kernel (engines/fast_blocked.py) computes the manual engine's numbers.
+"""The fast engine's blocked step (fast_step_kernel.h, step_blocked) computes the manual engine's numbers.
 
-Run through the fast engine's arenas (FastEngine builds them; the kernel is called directly, as the
-engine's Plan would call it): the loss and every gradient against autograd in float64 (~1e-10 of
+Run through the fast engine's arenas (FastEngine builds them; the step is called directly, as the
+engine's Plan would call it, with a `blocks` layout): the loss and every gradient against autograd in float64 (~1e-10 of
 each gradient's scale) and against the manual engine in float32 (test_fast_engine's tolerances),
 block widths that do not divide H, more thread groups than blocks, B not a multiple of 16, repeated
 rows, three steps with updates, and a bad index that must leave the parameters alone.
 """
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ninjagrad.engines import autograd_loss_and_grads, make_engine
-from ninjagrad.engines import fast_blocked as FB
-from ninjagrad.engines.fast import FastEngine
+from ninjagrad.engines.fast import FastEngine, block_width, make_blocks
 from ninjagrad.models import MLP, MLPConfig
 
 F32_RTOL = 1e-4  # as tests/test_fast_engine.py: of each gradient's own scale
@@ -37,15 +33,15 @@ def setup(B=37, T=3, E=10, H=50, V=27, N=400, dtype=torch.float64, seed=0):
 
 
 class Blocked:
-    """train_steps_blocked over a FastEngine's arenas: what the engine's Plan will do with it."""
+    """The blocked step over a FastEngine's arenas: what the engine's Plan will do with it."""
 
     def __init__(self, model, X, Y, B, ngroups, width):
         self.eng = FastEngine(model, X, Y)
         cfg = model.config
-        K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
-        self.blocks = FB.make_blocks(H, ngroups, width)
-        size = FB.work_size_blocked(B, cfg.block_size, cfg.n_embd, H, V, self.blocks)
-        self.work = np.zeros(size, self.eng.np_dtype)
+        H, V = cfg.n_hidden, cfg.vocab_size
+        self.blocks = make_blocks(H, ngroups, width)
+        size = self.eng.kernel.work_offsets_blocked(B, cfg.block_size, cfg.n_embd, H, V, ngroups, width)[-1]
+        self.work = np.full(size, np.nan, self.eng.np_dtype)  # the step must not read what it did not write
         self.Yb = np.empty(B, np.int64)
 
     def run(self, ixs, lr, update):
@@ -53,8 +49,8 @@ class Blocked:
         ixs = np.ascontiguousarray(np.atleast_2d(ixs), np.int64)
         losses = np.empty(ixs.shape[0])
         e = self.eng
-        done = FB.train_steps_blocked(e.P, e.G, self.work, self.Yb, e.dims, e.Xnp, e.Ynp, ixs.ctypes.data,
-                                      ixs.shape[0], lr, update, self.blocks, losses)
+        done = e.kernel.train_steps(e.P, e.G, self.work, self.Yb, e.dims, e.Xnp, e.Ynp, ixs.ctypes.data,
+                                    ixs.shape[0], lr, update, self.blocks, losses)
         return done, losses[:done]
 
     def loss_and_grads(self, ix):
@@ -150,30 +146,36 @@ def test_bad_index_gives_nan_and_touches_nothing():
 
 
 def test_blocks_and_work_size():
-    assert FB.make_blocks(100, 2, 32).tolist() == [2, 0, 32, 64, 96, 100]
-    assert FB.make_blocks(8, 3, 8).tolist() == [3, 0, 8]
-    assert FB.block_width(1024, 2) == 128 and FB.block_width(200, 2) == 104 and FB.block_width(3, 1) == 8
-    assert FB.make_blocks(200, 2, FB.block_width(200, 2)).tolist() == [2, 0, 104, 200]  # one block per group
-    blocks = FB.make_blocks(50, 2, 16)
+    assert make_blocks(100, 2, 32).tolist() == [2, 0, 32, 64, 96, 100]
+    assert make_blocks(8, 3, 8).tolist() == [3, 0, 8]
+    assert block_width(1024, 2) == 128 and block_width(200, 2) == 104 and block_width(3, 1) == 8
+    assert make_blocks(200, 2, block_width(200, 2)).tolist() == [2, 0, 104, 200]  # one block per group
+    from ninjagrad.engines.fast import load_step_kernel
+
     # the arena holds the xhat and h panels (B*H each), logits^T and two groups' partial logits^T, their
     # (T, V, 16) tables and partial dC (V, E)
-    size = FB.work_size_blocked(37, 3, 10, 50, 27, blocks)
+    size = load_step_kernel().work_offsets_blocked(37, 3, 10, 50, 27, 2, 16)[-1]
     assert size >= 37 * (2 * 50 + 27 + 2 * 27) + 2 * 3 * 27 * 16 + 2 * 27 * 10
 
 
-def test_inlined_files_hashes_are_current():
-    """numba's cache of fast_blocked.py is keyed on that file alone; it must change when fast_vecmath.py
-    (inlined) or fast_jit.py (the compiler options) does."""
-    assert set(FB.INLINED_SHA256) == {"fast_jit.py", "fast_vecmath.py"}
-    for name, digest in FB.INLINED_SHA256.items():
-        path = Path(FB.__file__).with_name(name)
-        now = hashlib.sha256(path.read_bytes()).hexdigest()
-        assert now == digest, f"{name} changed: write its new sha256 {now!r} into fast_blocked.INLINED_SHA256"
+@pytest.mark.parametrize("blocks", [[2, 0, 16, 50], [2, 0, 16, 40], [0, 0, 50], [2, 5, 50], [2, 0, 30, 20, 50],
+                                    [2, 0], [300, 0, 50]])
+def test_bad_blocks_are_rejected(blocks):
+    """The step trusts the layout it is given to index its arena: a layout that does not cover the hidden
+    layer in increasing blocks, or asks for more threads than the step has, is an error, not a crash."""
+    model, X, Y, ix = setup(B=16, H=50, dtype=torch.float32)
+    blocked = Blocked(model, X, Y, 16, 2, 16)
+    blocked.blocks = np.array(blocks, np.int64)
+    with pytest.raises(ValueError, match="blocks"):
+        blocked.run(ix.numpy(), 0.1, True)
 
 
-@pytest.mark.parametrize("V,E,K,H", [(27, 10, 30, 200), (27, 10, 30, 1024), (3, 1, 1, 1), (50000, 24, 120, 37)])
-def test_param_layout_is_the_c_kernels(V, E, K, H):
-    """Both kernels read and write the engine's parameter arenas, each with its own param_offsets."""
-    from ninjagrad.engines import _fast_step
-
-    assert FB.param_offsets(V, E, K, H).tolist() == list(_fast_step.param_offsets(V, E, K, H))
+def test_more_groups_than_cores_compute_the_same():
+    """Groups beyond the threads the step starts run on the calling thread; the sums keep their order."""
+    model, X, Y, ix = setup(B=40, H=64, dtype=torch.float64)
+    twin = MLP(model.config, {k: v.clone() for k, v in model.params.items()})
+    a, b = Blocked(model, X, Y, 40, 1, 8), Blocked(twin, X, Y, 40, 8, 8)
+    la, lb = a.loss_and_grads(ix), b.loss_and_grads(ix)
+    assert abs(la[0] - lb[0]) <= 1e-13
+    for k in la[1]:
+        assert (la[1][k] - lb[1][k]).abs().max().item() <= 1e-12 * max(1.0, la[1][k].abs().max().item()), k

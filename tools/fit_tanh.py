@@ -1,4 +1,4 @@
-"""Fit the rational tanh that engines/fast_vecmath.py evaluates in float32, and report its error.
+"""Fit the rational tanh that engines/fast_step.c evaluates in float32, and report its error.
 
     python tools/fit_tanh.py
 

@@ -40,11 +40,10 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version()}
     try:
-        import numba
         import numpy
         import scipy
 
-        info.update(numba=numba.__version__, numpy=numpy.__version__, scipy=scipy.__version__)
+        info.update(numpy=numpy.__version__, scipy=scipy.__version__)
     except ImportError:
         pass
     try:

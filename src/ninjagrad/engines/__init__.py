@@ -2,7 +2,7 @@
 
 - manual:   the model's hand-written backward, eager torch, no autograd graph at all.
 - autograd: the same forward, `loss.backward()` for the gradients (the reference).
-- fast:     the whole step in compiled code (numba + BLAS) on the CPU, CUDA graphs on a GPU.
+- fast:     the whole step in compiled C (+ BLAS) on the CPU, CUDA graphs on a GPU.
 
 Every engine takes the minibatch as indices into the training set, so that one random stream
 drives them all and their runs can be compared step by step.

@@ -4,9 +4,9 @@ The manual engine makes ~40 small torch calls per step, and at the lecture's sha
 in dispatch than in arithmetic. Here the minibatch gather, forward, hand-written backward and SGD
 update run in one C function over buffers allocated once (fast_step.c and fast_step_kernel.h,
 compiled when the package is installed); the six matmuls go to BLAS from inside it, and exp/tanh are
-vectorised. For large batches a numba kernel that goes through the hidden layer block by block on
-every core (fast_blocked.py) is timed against it on the first steps. Both compute the same gradients
-as ops.py, which tests/test_fast_engine.py and tests/test_fast_blocked.py hold them to.
+vectorised. For large batches a second step that goes through the hidden layer block by block, on
+every core, is timed against it on the first steps (Plan). Both compute the same gradients as ops.py,
+which tests/test_fast_engine.py and tests/test_fast_blocked.py hold them to.
 
 The engine keeps its own copy of the parameters, with W2 transposed, in one flat array (as few
 arguments as possible); `sync_to_model` copies it into the model's tensors, and train.py calls it
@@ -35,29 +35,44 @@ PARALLEL_MIN_ELEMENTS = 1 << 17  # B*H from which more threads may pay off: wort
 BLOCKED_MAX_VOCAB = 256
 
 
-def use_workqueue_threads():
-    """numba's own thread pool for the parallel kernel, unless NUMBA_THREADING_LAYER says otherwise.
+# columns per block of the blocked step: wider blocks make fewer, larger matmuls. `benchmarks/fast_blocked.py
+# --widths 32 64 128 256` at 4096 x 1024, 2 cores, with numba's version of the step: 18.4, 17.1, 15.5, 15.7 ms;
+# in C, three runs of --widths 64 128 256: 11.3, 13.8, 16.5; 14.0, 15.5, 14.4; 14.2, 13.6, 16.5 ms (this VM is noisy).
+BLOCK_TARGET = 128
 
-    numba prefers an OpenMP pool when it finds one; its threads keep spinning after each parallel
-    loop, and on 2 cores that took the CPU from torch's threads: the autograd engine measured 10x
-    slower in a process where the fast engine had run once. The workqueue pool's threads sleep.
-    """
+
+def block_width(H: int, ngroups: int) -> int:
+    """About BLOCK_TARGET columns a block, the same number of blocks in every group (the groups take
+    equal shares of the work), rounded up to a multiple of 8."""
+    per_group = -(-H // (ngroups * BLOCK_TARGET))  # blocks per group
+    width = -(-H // (ngroups * per_group))
+    return max(8, -(-width // 8) * 8)
+
+
+def make_blocks(H: int, ngroups: int, width: int) -> np.ndarray:
+    """The blocked step's `blocks` argument: [ngroups, c_0 = 0, c_1, ..., c_n = H].
+
+    Block i is the columns c_i..c_{i+1}, all `width` wide but the last; thread group g takes the
+    blocks g, g + ngroups, g + 2 ngroups, ... (so groups differ by at most one block)."""
+    bounds = list(range(0, H, width)) + [H]
+    return np.array([ngroups] + bounds, np.int64)
+
+
+def cores() -> int:
+    """The cores this process may run on."""
     import os
 
-    import numba
-
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 _blas_threads = None  # what set_blas_threads last set (it is one setting for the whole process)
 
 
 def load_step_kernel():
-    """The C step (fast_step.c), handed scipy's sgemm and dgemm: the BLAS that numba calls too.
+    """The compiled steps (fast_step.c), handed scipy's sgemm and dgemm.
 
     scipy.linalg.cython_blas exports BLAS as C function pointers for compiled code to call; the
-    extension links no BLAS of its own, so both kernels share one OpenBLAS and its thread setting.
+    extension links no BLAS of its own, and threadpoolctl sets that OpenBLAS's threads.
     """
     from scipy.linalg import cython_blas
 
@@ -68,7 +83,7 @@ def load_step_kernel():
 
 
 def set_blas_threads(n: int):
-    """Threads of the BLAS that both kernels call (SciPy's OpenBLAS), set through threadpoolctl.
+    """Threads of the BLAS the steps call (SciPy's OpenBLAS), set through threadpoolctl.
 
     OpenBLAS splits any matmul above ~250k multiply-adds between all cores, and its threads wait for
     each other spinning: on a machine whose cores were busy with other work, a 256-row step measured
@@ -105,8 +120,8 @@ def check_supported(model, optimizer):
 class Plan:
     """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
 
-    With several candidates, each in turn runs one untimed step (its first: numba loads or compiles
-    the blocked kernel, thread pools start, caches fill) and then TRIALS timed ones, and the one whose
+    With several candidates, each in turn runs one untimed step (its first: threads start, caches
+    fill) and then TRIALS timed ones, and the one whose
     second-fastest timed step is fastest is kept. On a shared machine single steps vary by half and
     noise only ever adds time, so a low quantile estimates a candidate's own speed better than the
     median (the median of three once kept a kernel 1.5x slower); the second-fastest, so that one
@@ -148,8 +163,7 @@ class Plan:
 
 
 class FastEngine(Engine):
-    """Compiled steps + BLAS on the CPU: `_fast_step.train_steps` (fast_step.c), and for large batches
-    possibly `fast_blocked.train_steps_blocked` (numba)."""
+    """Compiled steps + BLAS on the CPU: `_fast_step.train_steps` (fast_step.c)."""
 
     name = "fast"
     MAX_CHUNK = 64  # steps per call into the kernel at most: at the lecture's shapes, ~2 ms a call
@@ -222,29 +236,25 @@ class FastEngine(Engine):
         cfg = self.model.config
         K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
         # One core for small steps, where waking threads costs more than it saves. For large ones
-        # three ways are tried on the first steps and the fastest is kept: one core; the blocked
-        # kernel (fast_blocked.py), each core taking column blocks of the hidden layer down the
-        # batch with a one-thread BLAS; the one-core kernel with BLAS on all cores. On a machine
-        # whose cores are busy with other work, threads that wait for each other can make all
-        # cores slower than one. (numba's column-split version of the one-core kernel was a fourth,
-        # and lost to BLAS on all cores at 256, 1024 and 4096 x 1024 and at 4096 x 200.)
-        candidates = [(self.kernel.train_steps, None, 1)]
+        # three ways are tried on the first steps and the fastest is kept: the whole-batch step on one
+        # core; the blocked step, each core taking column blocks of the hidden layer down the batch with
+        # a one-thread BLAS; the whole-batch step with BLAS on all cores. On a machine whose cores are
+        # busy with other work, threads that wait for each other can make all cores slower than one.
+        # (numba's column-split version of the whole-batch step was a fourth, and lost to BLAS on all
+        # cores at 256, 1024 and 4096 x 1024 and at 4096 x 200.)
+        step = self.kernel.train_steps
+        candidates = [(step, None, 1)]
         size = self.kernel.work_offsets(B, K, H, V)[-1]
-        if B * H >= PARALLEL_MIN_ELEMENTS:
-            use_workqueue_threads()
-            import numba  # only now: a lecture-sized run never loads numba (~110 MiB of LLVM and runtime)
-
-            n = numba.get_num_threads()
-            if n > 1:
-                candidates.append((self.kernel.train_steps, None, n))  # BLAS on all cores last: see Plan
-                if V <= BLOCKED_MAX_VOCAB:
-                    from . import fast_blocked as FB
-
-                    blocked = FB.make_blocks(H, n, FB.block_width(H, n))
-                    candidates.insert(1, (FB.train_steps_blocked, blocked, 1))
-                    # each kernel lays out its own pieces of the activations from offset 0, and keeps
-                    # nothing there between steps: one arena, as large as the larger layout, serves both
-                    size = max(size, FB.work_size_blocked(B, cfg.block_size, cfg.n_embd, H, V, blocked))
+        n = cores()
+        if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
+            candidates.append((step, None, n))  # BLAS on all cores last: see Plan
+            if V <= BLOCKED_MAX_VOCAB:
+                width = block_width(H, n)
+                candidates.insert(1, (step, make_blocks(H, n, width), 1))
+                # each step lays out its own pieces of the activations from offset 0, and keeps nothing
+                # there between steps: one arena, as large as the larger layout, serves both
+                blocked = self.kernel.work_offsets_blocked(B, cfg.block_size, cfg.n_embd, H, V, n, width)
+                size = max(size, blocked[-1])
         self.plans = {B: Plan(self._buffers(B, size), candidates, size)}  # keep one: buffers can be big
         return self.plans[B]
 

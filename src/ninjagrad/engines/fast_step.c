@@ -1,17 +1,18 @@
-/* ninjagrad.engines._fast_step: the fast engine's one-core training step, compiled ahead of time.
+/* ninjagrad.engines._fast_step: the fast engine's training steps, compiled when the package is installed.
  *
- * The step itself is fast_step_kernel.h; this file holds what it needs around it:
+ * The steps themselves are fast_step_kernel.h; this file holds what they need around them:
  *   - BLAS: scipy's OpenBLAS, called through the function pointers scipy.linalg.cython_blas exports
  *     (fast.py hands them over with set_blas), so no BLAS is linked at build time;
  *   - exp and tanh for float32 that the compiler can vectorise (exp32, tanh32);
- *   - the arenas' layout (param_offsets, work_offsets); the parameter arena is shared with the
- *     numba kernel of fast_blocked.py, whose param_offsets must agree (a test holds them equal);
- *   - one copy of the kernel per instruction set on x86-64 with GCC (AVX-512, AVX2 + FMA, baseline),
- *     the best one the CPU has chosen at import, as numba would compile for the CPU it runs on;
- *   - train_steps, the entry point fast.py calls with the numba kernels' arguments.
+ *   - the arenas' layouts (param_offsets, work_offsets, work_offsets_blocked);
+ *   - a small pool of threads for the blocked step's groups (run_groups);
+ *   - one copy of the kernels per instruction set on x86-64 with GCC (AVX-512, AVX2 + FMA, baseline),
+ *     the best one the CPU has chosen at import;
+ *   - train_steps, the entry point fast.py calls, which checks its arguments before anything is read.
  *
- * It takes the place of a numba kernel: the same step compiled by numba cost ~110 MiB of resident
- * memory for LLVM and numba's runtime, more than a third of a lecture run's whole footprint.
+ * The steps were first written with numba. Compiled ahead of time they run as fast or faster and spare
+ * every run numba's ~110 MiB of LLVM and runtime (a third of a lecture run's memory), the first run's
+ * compilation (~15 s for the blocked step) and a dependency.
  *
  * B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab, N training examples
  */
@@ -21,6 +22,11 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define HAVE_THREADS 1
+#endif
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #define restrict __restrict
@@ -68,7 +74,13 @@ static inline void dgemm_rm(char ta, char tb, int64_t M, int64_t N, int64_t K, c
  *     exp(x)  = 2^n exp(r),  n = floor(x / ln 2 + 1/2),  r = x - n ln 2,  |r| <= ln(2) / 2
  *     tanh(x) = x P(x^2) / Q(x^2)  for |x| <= 9, a rational fit; +-1 beyond
  *
- * The coefficients are fast_vecmath.py's (the numba kernels' versions), which says how they were fit. */
+ * expm1(r) ~ r + r^2 (P0 + P1 r + P2 r^2 + P3 r^3 + P4 r^4) on |r| <= ln(2)/2 is a least-squares fit of
+ * (expm1(r) - r) / r^2 at 400 Chebyshev nodes of that interval, made in double with NumPy's
+ * Polynomial.fit: relative error 2.5e-8 (~0.2 ulp of float32), where the Taylor series needs terms to r^7
+ * for the same. tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= TANH_BIG, P and Q of degree 4 (Q(0) = 1), is a
+ * rational fit made by tools/fit_tanh.py (least squares on the relative error, reweighted toward the
+ * minimax fit): < 3 ulp in float32, from nine multiply-adds and one division, half the work of going
+ * through expm1. tests/test_fast_engine.py holds both to 4 ulp of libm in double. */
 #define LOG2E 1.4426950408889634f
 #define LN2_HI 0.693359375f  /* ln 2 in two parts, so that n * LN2_HI is exact (Cody and Waite) */
 #define LN2_LO -2.12194440e-4f
@@ -167,14 +179,144 @@ static void make_layout(Layout *L, int64_t V, int64_t E, int64_t K, int64_t H, i
     offsets(L->wo, wsizes, 10);
 }
 
+/* The blocked step's layout (see fast_step_kernel.h): groups of column blocks, and where its pieces start in
+ * the activation arena: the xhat and h panels (B*H each), logits^T (V, B), the groups' partial logits^T
+ * (g, V, B), each group's tables (g, T, V, wmax), partial dC (g, V, E) and dh scratch (g, chunk), mean,
+ * var_inv (H), the softmax's per-example max (B), each group's column scratch (g, 8 wmax); wo[11] is its
+ * size. */
+typedef struct {
+    int64_t ngroups, nblk, wmax, chunk;
+    const int64_t *bounds;  /* nblk + 1 column bounds: block i is bounds[i] .. bounds[i+1] */
+    int64_t wo[12];
+} Blocked;
+
+/* rows * w of the chunks the blocked step goes down the batch in: 128 KB in float32, so a chunk's dh, the
+ * rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2 cores
+ * (the numba version of this step, when the first layer was still a matmul; fastest of 8 steps): 8K
+ * elements 14.7 ms/step, 16K 13.6, 32K 13.0-13.4, 64K 16.6, 128K 15.7. */
+#define ROW_CHUNK_ELEMENTS (32 * 1024)
+
+static int64_t block_rows(int64_t B, int64_t w)
+{
+    int64_t rows = ROW_CHUNK_ELEMENTS / w;
+    rows = rows < 16 ? 16 : rows;
+    return rows < B ? rows : B;
+}
+
+static void make_blocked(Blocked *K, int64_t B, int64_t T, int64_t E, int64_t H, int64_t V, int64_t ngroups,
+                         int64_t wmax)
+{
+    int64_t chunk = ROW_CHUNK_ELEMENTS > 16 * wmax ? ROW_CHUNK_ELEMENTS : 16 * wmax;
+    K->ngroups = ngroups, K->wmax = wmax, K->chunk = chunk < B * wmax ? chunk : B * wmax;
+    int64_t sizes[11] = {B * H, B * H, V * B, ngroups * V * B, ngroups * T * V * wmax, ngroups * V * E,
+                         ngroups * K->chunk, H, H, B, ngroups * 8 * wmax};
+    offsets(K->wo, sizes, 11);
+}
+
+/* --- threads for the blocked step's groups ------------------------------------------------------
+ * Group 0 runs on the calling thread, group g on worker g, each worker started on first use and then
+ * asleep on a condition variable between calls (no spinning: the machines this runs on are shared, and
+ * spinning threads took the CPU from torch's in the same process). Waking them costs tens of
+ * microseconds, against milliseconds of work per call at the batch sizes that use them. */
+
+typedef void group_fn(void *ctx, int64_t g);
+
+#ifdef HAVE_THREADS
+#define MAX_GROUPS 256
+
+static struct {
+    pthread_mutex_t lock;  /* one run_groups at a time, process-wide */
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    int64_t started;  /* workers 1 .. started are running */
+    uint64_t generation;  /* bumped for every call: a worker runs once per generation */
+    uint64_t birth[MAX_GROUPS];  /* the generation before worker g's first: it runs every later one */
+    int64_t ngroups, remaining;
+    group_fn *fn;
+    void *ctx;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static void *pool_worker(void *arg)
+{
+    int64_t g = (int64_t)(intptr_t)arg;
+    pthread_mutex_lock(&pool.mu);
+    uint64_t seen = pool.birth[g];
+    for (;;) {
+        while (pool.generation == seen)
+            pthread_cond_wait(&pool.go, &pool.mu);
+        seen = pool.generation;
+        if (g >= pool.ngroups)
+            continue;  /* not needed this time */
+        group_fn *fn = pool.fn;
+        void *ctx = pool.ctx;
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, g);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.remaining == 0)
+            pthread_cond_signal(&pool.done);
+    }
+    return NULL;
+}
+
+/* After fork() only the forking thread exists in the child: its workers must be started again. */
+static void pool_after_fork(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.go, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.started = 0;
+}
+
+/* fn(ctx, g) for g = 0 .. ngroups-1, group g on thread g (those beyond the threads there are run on this
+ * one); returns when all are done. */
+static void run_groups(int64_t ngroups, group_fn *fn, void *ctx)
+{
+    if (ngroups <= 1) {
+        if (ngroups == 1)
+            fn(ctx, 0);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.started < ngroups - 1 && pool.started < MAX_GROUPS - 1) {
+        pthread_t t;
+        pool.birth[pool.started + 1] = pool.generation;
+        if (pthread_create(&t, NULL, pool_worker, (void *)(intptr_t)(pool.started + 1)) != 0)
+            break;  /* no more threads: the groups left over run here */
+        pthread_detach(t);
+        pool.started++;
+    }
+    int64_t helpers = pool.started < ngroups - 1 ? pool.started : ngroups - 1;
+    pool.fn = fn, pool.ctx = ctx, pool.ngroups = helpers + 1, pool.remaining = helpers;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    fn(ctx, 0);
+    for (int64_t g = helpers + 1; g < ngroups; g++)
+        fn(ctx, g);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.remaining > 0)
+        pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&pool.lock);
+}
+#else
+static void run_groups(int64_t ngroups, group_fn *fn, void *ctx)
+{
+    for (int64_t g = 0; g < ngroups; g++)
+        fn(ctx, g);
+}
+#endif
+
 /* --- the kernel, once per type and instruction set --------------------------------------------- */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-typedef int64_t train_steps_fn(const Layout *L, void *P, void *G, void *work, double *colsum, int64_t *Yb,
-                               const Data *d, const int64_t *ixs, int64_t nsteps, double lr, int update,
-                               double *losses);
+typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *colsum,
+                               int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
+                               int update, double *losses);
 
 #define real float
 #define GEMM sgemm_rm
@@ -308,8 +450,8 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     static const char *formats[NBUF] = {"fd", "fd", "fd", "lq", "lq", "BiIl", "BiIl"};
     static const int ndims[NBUF] = {1, 1, 1, 1, 1, 2, 1};
     static const int writable[NBUF] = {1, 1, 1, 1, 0, 0, 0};
-    Py_buffer v[NBUF], losses;
-    int got = 0, have_losses = 0;
+    Py_buffer v[NBUF], losses, blocks;
+    int got = 0, have_losses = 0, have_blocks = 0;
     PyObject *result = NULL;
     double *colsum = NULL;
 
@@ -333,8 +475,11 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     if (PyErr_Occurred() || update < 0)
         goto done;
     if (args[11] != Py_None) {
-        PyErr_SetString(PyExc_ValueError, "blocks: the one-core kernel takes None (it has one block)");
-        goto done;
+        if (get_buffer(args[11], &blocks, "blocks", 1, "lq", 0) < 0)
+            goto done;
+        have_blocks = 1;
+        if (!contiguous(&blocks, "blocks"))
+            goto done;
     }
     for (int i = 0; i < XTR; i++)  /* all but the training set, which is read through its strides */
         if (!contiguous(&v[i], names[i]))
@@ -360,10 +505,34 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     }
     Layout L;
     make_layout(&L, dims[0], dims[1], T * dims[1], dims[2], B);
-    if (v[P].shape[0] < L.po[7] || v[G].shape[0] < L.po[7] || v[WORK].shape[0] < L.wo[10]) {
+    if (v[P].shape[0] < L.po[7] || v[G].shape[0] < L.po[7] || (!have_blocks && v[WORK].shape[0] < L.wo[10])) {
         PyErr_Format(PyExc_ValueError, "arenas too small: P and G need %lld elements, work %lld",
                      (long long)L.po[7], (long long)L.wo[10]);
         goto done;
+    }
+    Blocked K;
+    if (have_blocks) {  /* [ngroups, c_0 = 0, c_1, ..., c_n = H] */
+        const int64_t *bl = (const int64_t *)blocks.buf;
+        int64_t nb = blocks.shape[0], ok = nb >= 3 && bl[0] >= 1 && bl[1] == 0 && bl[nb - 1] == L.H, wmax = 0;
+#ifdef HAVE_THREADS
+        ok = ok && bl[0] <= MAX_GROUPS;
+#endif
+        for (int64_t i = 1; ok && i < nb - 1; i++) {
+            ok = bl[i + 1] > bl[i];
+            wmax = bl[i + 1] - bl[i] > wmax ? bl[i + 1] - bl[i] : wmax;
+        }
+        if (!ok) {
+            PyErr_Format(PyExc_ValueError, "blocks: [ngroups >= 1, 0, ..., H=%lld] with increasing column "
+                                           "bounds expected", (long long)L.H);
+            goto done;
+        }
+        make_blocked(&K, B, T, dims[1], L.H, L.V, bl[0], wmax);
+        K.nblk = nb - 2, K.bounds = bl + 1;
+        if (v[WORK].shape[0] < K.wo[11]) {
+            PyErr_Format(PyExc_ValueError, "arenas too small: work needs %lld elements for these blocks",
+                         (long long)K.wo[11]);
+            goto done;
+        }
     }
     Data d = {v[XTR].buf, v[YTR].buf, N, T, v[XTR].strides[0], v[XTR].strides[1], v[YTR].strides[0],
               v[XTR].itemsize};
@@ -375,7 +544,7 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     train_steps_fn *run = item == sizeof(float) ? current->f32 : current->f64;
     int64_t done_steps;
     Py_BEGIN_ALLOW_THREADS
-    done_steps = run(&L, v[P].buf, v[G].buf, v[WORK].buf, colsum, (int64_t *)v[YB].buf, &d,
+    done_steps = run(&L, have_blocks ? &K : NULL, v[P].buf, v[G].buf, v[WORK].buf, colsum, (int64_t *)v[YB].buf, &d,
                      (const int64_t *)(intptr_t)ix_address, nsteps, lr, update, (double *)losses.buf);
     Py_END_ALLOW_THREADS
     result = PyLong_FromLongLong(done_steps);
@@ -385,6 +554,8 @@ done:
         PyBuffer_Release(&v[i]);
     if (have_losses)
         PyBuffer_Release(&losses);
+    if (have_blocks)
+        PyBuffer_Release(&blocks);
     return result;
 }
 
@@ -410,6 +581,16 @@ static PyObject *py_param_offsets(PyObject *self, PyObject *args)
     Layout L;
     make_layout(&L, V, E, K, H, 0);
     return tuple_of(L.po, 8);
+}
+
+static PyObject *py_work_offsets_blocked(PyObject *self, PyObject *args)
+{
+    long long B, T, E, H, V, ngroups, wmax;
+    if (!PyArg_ParseTuple(args, "LLLLLLL:work_offsets_blocked", &B, &T, &E, &H, &V, &ngroups, &wmax))
+        return NULL;
+    Blocked K;
+    make_blocked(&K, B, T, E, H, V, ngroups, wmax);
+    return tuple_of(K.wo, 12);
 }
 
 static PyObject *py_work_offsets(PyObject *self, PyObject *args)
@@ -508,6 +689,51 @@ static PyObject *py_exp_tanh(PyObject *self, PyObject *args)
     return result;
 }
 
+/* The six matmuls of a float32 step of shapes (B, K, H, V), as `step` makes them, n times over buffers of
+ * their sizes: the floor under a step's time on one core. Returns the seconds per repeat. */
+static PyObject *py_matmul_floor(PyObject *self, PyObject *args)
+{
+    long long B, K, H, V, n;
+    if (!PyArg_ParseTuple(args, "LLLLL:matmul_floor", &B, &K, &H, &V, &n))
+        return NULL;
+    if (B < 1 || K < 1 || H < 1 || V < 1 || n < 1 || !blas_sgemm)
+        return PyErr_Format(PyExc_ValueError, "matmul_floor: positive sizes, and set_blas first");
+    size_t sizes[8] = {B * K, K * H, B * H, B * H, V * H, V * B, V * H, K * H};  /* the step's operands */
+    float *m[8] = {0};
+    PyObject *result = NULL;
+    for (int i = 0; i < 8; i++)
+        if (!(m[i] = PyMem_RawCalloc(sizes[i], sizeof(float)))) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    float *embcat = m[0], *W1 = m[1], *hprebn = m[2], *h = m[3], *W2T = m[4], *logitsT = m[5], *dW2T = m[6];
+    float *dW1 = m[7], *dh = hprebn, *dembcat = embcat;
+    PyObject *time = PyImport_ImportModule("time");
+    PyObject *t0 = time ? PyObject_CallMethod(time, "perf_counter", NULL) : NULL;
+    if (t0) {
+        Py_BEGIN_ALLOW_THREADS
+        for (long long r = 0; r < n; r++) {
+            sgemm_rm('N', 'N', B, H, K, embcat, K, W1, H, 0, hprebn, H);
+            sgemm_rm('N', 'T', V, B, H, W2T, H, h, H, 0, logitsT, B);
+            sgemm_rm('T', 'N', B, H, V, logitsT, B, W2T, H, 0, dh, H);
+            sgemm_rm('N', 'N', V, H, B, logitsT, B, h, H, 0, dW2T, H);
+            sgemm_rm('N', 'T', B, K, H, dh, H, W1, H, 0, dembcat, K);
+            sgemm_rm('T', 'N', K, H, B, embcat, K, dh, H, 0, dW1, H);
+        }
+        Py_END_ALLOW_THREADS
+        PyObject *t1 = PyObject_CallMethod(time, "perf_counter", NULL);
+        if (t1)
+            result = PyFloat_FromDouble((PyFloat_AsDouble(t1) - PyFloat_AsDouble(t0)) / (double)n);
+        Py_XDECREF(t1);
+    }
+    Py_XDECREF(t0);
+    Py_XDECREF(time);
+done:
+    for (int i = 0; i < 8; i++)
+        PyMem_RawFree(m[i]);
+    return result;
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *unused)
 {
     return PyUnicode_FromString(current->name);
@@ -516,20 +742,26 @@ static PyObject *py_isa(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
     {"train_steps", (PyCFunction)(void (*)(void))py_train_steps, METH_FASTCALL,
      "train_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses) -> steps run\n\n"
-     "nsteps training steps of the lecture's MLP on one core (BLAS threads aside), on the minibatches\n"
-     "read from ix_address (nsteps * B int64s, B = len(Yb)); losses[s] gets step s's loss. The arguments\n"
-     "are fast_blocked.train_steps_blocked's (blocks must be None)."},
+     "nsteps training steps of the lecture's MLP on the minibatches read from ix_address (nsteps * B int64s,\n"
+     "B = len(Yb)); losses[s] gets step s's loss. blocks None: the whole batch layer by layer on this thread\n"
+     "(BLAS threads aside); blocks = [ngroups, 0, c_1, ..., H]: the blocked step, column blocks c_i..c_i+1\n"
+     "dealt to ngroups threads, each with a one-thread BLAS."},
     {"param_offsets", py_param_offsets, METH_VARARGS,
      "param_offsets(V, E, K, H): where C, W1, b1, W2^T, b2, bngain, bnbias start in a parameter arena; "
      "the last entry is its size."},
     {"work_offsets", py_work_offsets, METH_VARARGS,
      "work_offsets(B, K, H, V): where the step's activations start in its work arena; the last entry is "
      "its size."},
+    {"work_offsets_blocked", py_work_offsets_blocked, METH_VARARGS,
+     "work_offsets_blocked(B, T, E, H, V, ngroups, wmax): the same for the blocked step, column blocks at most "
+     "wmax wide dealt to ngroups threads."},
     {"set_blas", py_set_blas, METH_VARARGS, "set_blas(sgemm, dgemm): the capsules of scipy.linalg.cython_blas."},
     {"available_isas", py_available_isas, METH_NOARGS, "The kernel's instruction sets this CPU can run, best first."},
     {"use_isa", py_use_isa, METH_VARARGS, "use_isa(name): run the kernel compiled for that instruction set."},
     {"exp_tanh", py_exp_tanh, METH_VARARGS,
      "exp_tanh(x, e, t): e = exp(x), t = tanh(x) for float32 arrays, as the float32 step computes them."},
+    {"matmul_floor", py_matmul_floor, METH_VARARGS,
+     "matmul_floor(B, K, H, V, n): seconds per repeat of the six float32 matmuls of a step, n repeats."},
     {"isa", py_isa, METH_NOARGS, "The instruction set of the kernel train_steps runs."},
     {NULL, NULL, 0, NULL},
 };
@@ -540,6 +772,9 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fast_step(void)
 {
+#ifdef HAVE_THREADS
+    pthread_atfork(NULL, NULL, pool_after_fork);
+#endif
 #ifdef MULTIVERSION
     __builtin_cpu_init();
 #endif

@@ -1,4 +1,4 @@
-/* The lecture's MLP training step on one core, for one floating-point type: included by fast_step.c
+/* The lecture's MLP training step, for one floating-point type: included by fast_step.c
  * once per (type, instruction set), with
  *
  *     real       float or double
@@ -6,8 +6,9 @@
  *     GEMM       sgemm or dgemm: the BLAS that scipy ships (see fast_step.c)
  *     EXP, TANH  exp and tanh for `real`: the vectorisable exp32 / tanh32 for float, libm's for double
  *
- * The same math as ops.py, summed in the same orders as fast_blocked.py's numba kernel; each pass
- * below is a small function whose loops the C compiler vectorises:
+ * Two steps: `step`, the whole batch layer by layer on one core (BLAS may use more), and
+ * `step_blocked` further down, for large batches. The same math as ops.py; each pass below is a small
+ * function whose loops the C compiler vectorises:
  *
  *     forward                                    backward (the forward read bottom-up)
  *     embedding_forward   gather rows of C       embedding_backward   scatter-add into dC
@@ -240,7 +241,7 @@ static double NAME(cross_entropy)(int64_t V, int64_t B, real *restrict logitsT, 
 }
 
 /* e = exp(x), t = tanh(x), elementwise, with the functions the step uses: for the tests. */
-static void NAME(exp_tanh)(int64_t n, const real *restrict x, real *restrict e, real *restrict t)
+static inline void NAME(exp_tanh)(int64_t n, const real *restrict x, real *restrict e, real *restrict t)
 {
     for (int64_t i = 0; i < n; i++) {
         e[i] = EXP(x[i]);
@@ -256,6 +257,37 @@ static void NAME(sgd_update)(int64_t n, real *restrict p, const real *restrict g
 {
     for (int64_t k = 0; k < n; k++)
         p[k] -= lr * g[k];
+}
+
+/* The SGD update of every parameter after a step; dC is all zero again afterwards. Only the rows of
+ * dC the batch touched can be non-zero. */
+static void NAME(update)(const Layout *L, real *P, real *G, const Data *d, const int64_t *ix, double lr)
+{
+    const int64_t *po = L->po;
+    real step = (real)lr;
+    if (L->V <= L->B * d->T) {
+        /* a small vocabulary (27 rows against the batch's 96 lookups): C with everything else, in one
+         * pass over the arenas (rows no example touched get C - lr * 0, which is C, and the gaps
+         * between pieces are zero in both), then dC cleared whole: ~0.4-1 us less a step than
+         * visiting the batch's rows */
+        NAME(sgd_update)(po[7] - po[0], P + po[0], G + po[0], step);
+        memset(G + po[0], 0, (size_t)(L->V * L->E) * sizeof(real));
+    } else {  /* a large vocabulary: only the rows the batch touched */
+        NAME(sgd_update)(po[7] - po[1], P + po[1], G + po[1], step);
+        NAME(embedding_sgd_and_clear)(d, ix, L->B, L->E, step, P + po[0], G + po[0]);
+    }
+}
+
+/* Yb[b] = Y[ix[b]]; false, having written nothing, if an index lies outside the training set (the
+ * only bounds check: it guards every later read). */
+static int NAME(minibatch_targets)(const Data *d, const int64_t *ix, int64_t B, int64_t *Yb)
+{
+    for (int64_t b = 0; b < B; b++)
+        if (ix[b] < 0 || ix[b] >= d->N)
+            return 0;
+    for (int64_t b = 0; b < B; b++)
+        Yb[b] = data_y(d, ix[b]);
+    return 1;
 }
 
 /* --- the step ----------------------------------------------------------------------------------- */
@@ -279,11 +311,8 @@ static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *
     real *colmax = work + wo[8];  /* (B) */
     real *scratch = work + wo[9];  /* (3 H) */
 
-    for (int64_t b = 0; b < B; b++)  /* the only bounds check: it guards every later read */
-        if (ix[b] < 0 || ix[b] >= d->N)
-            return NAN;
-    for (int64_t b = 0; b < B; b++)
-        Yb[b] = data_y(d, ix[b]);
+    if (!NAME(minibatch_targets)(d, ix, B, Yb))
+        return NAN;
     /* forward */
     NAME(embedding_forward)(d, ix, B, E, C, embcat);  /* (B, K) */
     GEMM('N', 'N', B, H, K, embcat, K, W1, H, 0, hprebn, H);  /* (B, H); b1 is added in the next pass */
@@ -297,32 +326,242 @@ static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *
     GEMM('N', 'T', B, K, H, dh, H, W1, H, 0, dembcat, K);  /* (B, K) dembcat = dhprebn W1^T */
     GEMM('T', 'N', K, H, B, embcat, K, dh, H, 0, dW1, H);  /* (K, H) dW1 = embcat^T dhprebn */
     NAME(embedding_backward)(d, ix, B, E, dembcat, dC);  /* (V, E) */
-    if (update) {
-        real step = (real)lr;
-        if (V <= B * d->T) {
-            /* a small vocabulary (27 rows against the batch's 96 lookups): C with everything else, in
-             * one pass over the arenas (rows no example touched get C - lr * 0, which is C, and the
-             * gaps between pieces are zero in both), then dC cleared whole: ~0.4-1 us less a step
-             * than visiting the batch's rows */
-            NAME(sgd_update)(po[7] - po[0], P + po[0], G + po[0], step);
-            memset(dC, 0, (size_t)(V * E) * sizeof(real));
-        } else {  /* a large vocabulary: only the rows the batch touched */
-            NAME(sgd_update)(po[7] - po[1], P + po[1], G + po[1], step);
-            NAME(embedding_sgd_and_clear)(d, ix, B, E, step, C, dC);
-        }
-    }
+    if (update)
+        NAME(update)(L, P, G, d, ix, lr);
     return loss;
 }
 
-/* nsteps steps on the minibatches ixs[s] (B int64s each); losses[s] gets step s's loss. A step whose
- * loss is not finite is the last (its update is made, as a one-step call would make it). Returns the
- * number of steps run. */
-static int64_t NAME(train_steps)(const Layout *L, void *P, void *G, void *work, double *colsum, int64_t *Yb,
-                                 const Data *d, const int64_t *ixs, int64_t nsteps, double lr, int update,
-                                 double *losses)
+
+/* --- the blocked step: large batches, one column block of the hidden layer at a time --------------
+ *
+ * The step above runs each layer over the whole batch: at B=4096, H=1024 every (B, H) pass streams
+ * 16 MB through DRAM, and its batchnorm reads its input five times. Here the hidden layer is cut into
+ * column blocks (~128 columns), and each block goes down the batch in chunks of rows small enough
+ * (ROW_CHUNK_ELEMENTS) that a chunk's output is still in L1/L2 when the elementwise pass and the next
+ * matmul read it. The blocks are dealt to groups, one group per thread, and each thread calls a
+ * one-thread BLAS (the engine sets OpenBLAS to 1 thread). Per block, [j0, j1) of H, w wide:
+ *
+ *     block_forward                                    block_backward (after the loss)
+ *     0. table_t = C W1_t (V, w), t < T       gemm     1. per chunk: dh = dlogits W2^T           gemm
+ *     1. per row: hprebn = sum_t table_t[X_t]                       dhpreact = (1 - h^2) dh, sums
+ *                 mean; then var (a pass)                           dW2^T += dlogits^T h           gemm
+ *     2. per chunk: xhat, h = tanh(.)                  2. per row:  dhprebn (batchnorm backward)
+ *                   logits_g^T += W2^T h^T    gemm                  S_t[X_t] += dhprebn, t < T
+ *     then, on one thread: logits = sum_g logits_g,   per t:       dW1_t = C^T S_t                gemm
+ *     softmax + cross-entropy (-> dlogits, db2)                     dC_g += S_t W1_t^T             gemm
+ *     after the backward: dC = sum_g dC_g, the SGD update.
+ *
+ * The first layer goes through the embedding table: embcat W1 = sum_t C[X_t] W1_t = sum_t (C W1_t)[X_t].
+ * With the lecture's V = 27 characters against a batch of thousands, the T products C W1_t are tiny
+ * and each row of hprebn is a sum of T of their rows, a gather where embcat W1 would make K = T*E
+ * multiply-adds per element; backward, the rows of dhprebn are scatter-added by character into S_t
+ * (onehot(X_t)^T dhprebn), from which dW1 and dC are small matmuls. Two K-deep matmuls over the batch
+ * (dembcat and dW1) and the forward's one become gathers and scatters: ~24% less time on one core at
+ * B = 4096, H = 1024. The engine offers this step for vocabularies up to fast.BLOCKED_MAX_VOCAB.
+ *
+ * The batchnorm and tanh passes are the one-core step's, summed over the batch in the same order. Each
+ * group's partial sums of the logits and of dC are added in a fixed order afterwards, so results do
+ * not depend on which thread finished first. xhat and h are kept block by block, each block's (B, w)
+ * panel contiguous (the panel of [j0, j1) starts at B*j0), so the row passes run over dense rows. */
+
+static void NAME(tanh_backward_into_h)(int64_t n, real *restrict h, const real *restrict dh,
+                                       const real *restrict xhat, real *restrict sb, real *restrict sg)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real v = ((real)1 - h[j] * h[j]) * dh[j];  /* dhpreact, written over h: dW2 of this row is made */
+        h[j] = v;
+        sb[j] += v;
+        sg[j] += v * xhat[j];
+    }
+}
+
+static void NAME(batchnorm_input_grad_and_sum)(int64_t n, real *restrict dh, const real *restrict xhat, real nb,
+                                               const real *restrict a, const real *restrict sb,
+                                               const real *restrict csg, real *restrict sum)
+{
+    for (int64_t j = 0; j < n; j++) {
+        real v = a[j] * (nb * dh[j] - sb[j] - csg[j] * xhat[j]);  /* dhprebn */
+        dh[j] = v;
+        sum[j] += v;
+    }
+}
+
+static void NAME(add_row)(int64_t n, real *restrict acc, const real *restrict row)
+{
+    for (int64_t j = 0; j < n; j++)
+        acc[j] += row[j];
+}
+
+/* What one step's groups share: the step's arrays, and per group its scratch. */
+typedef struct {
+    const Layout *L;
+    const Blocked *K;
+    const Data *d;
+    const int64_t *ix;
+    real *P, *G, *work;
+} NAME(Step);
+
+/* One column block's forward: xhat and h of the block (its (B, w) panels), its mean and var_inv, and its
+ * share of the logits added to lg (V, B). `table` is the group's (T, V, >= w) scratch. */
+static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, real *restrict table,
+                                real *restrict lg)
+{
+    const Layout *L = st->L;
+    const Data *d = st->d;
+    int64_t B = L->B, H = L->H, V = L->V, E = L->E, T = d->T;
+    const real *C = st->P + L->po[0], *W1 = st->P + L->po[1] + j0, *b1 = st->P + L->po[2] + j0;
+    const real *W2T = st->P + L->po[3] + j0, *bngain = st->P + L->po[5] + j0, *bnbias = st->P + L->po[6] + j0;
+    real *xhat = st->work + st->K->wo[0] + B * j0, *h = st->work + st->K->wo[1] + B * j0;
+    real *mean = st->work + st->K->wo[7] + j0, *var_inv = st->work + st->K->wo[8] + j0;
+    int64_t rows = block_rows(B, w);
+    for (int64_t t = 0; t < T; t++)  /* (V, w) C W1_t */
+        GEMM('N', 'N', V, w, E, C, E, W1 + t * E * H, H, 0, table + t * V * w, w);
+    for (int64_t j = 0; j < w; j++)
+        mean[j] = var_inv[j] = 0;
+    for (int64_t i = 0; i < B; i++) {
+        real *x = xhat + i * w;
+        memcpy(x, table + data_x(d, st->ix[i], 0) * w, (size_t)w * sizeof(real));
+        for (int64_t t = 1; t < T; t++)
+            NAME(add_row)(w, x, table + (t * V + data_x(d, st->ix[i], t)) * w);  /* embcat W1 of example i */
+        NAME(add_bias_and_sum)(w, x, b1, mean);  /* hprebn, b1 added as the one-core step does */
+    }
+    for (int64_t j = 0; j < w; j++)
+        mean[j] /= (real)B;
+    for (int64_t i = 0; i < B; i++)
+        NAME(sum_squared_differences)(w, xhat + i * w, mean, var_inv);
+    for (int64_t j = 0; j < w; j++)
+        var_inv[j] = (real)1 / SQRT(var_inv[j] / (real)(B - 1) + (real)BN_EPS);
+    for (int64_t r0 = 0; r0 < B; r0 += rows) {
+        int64_t r1 = r0 + rows < B ? r0 + rows : B;
+        for (int64_t i = r0; i < r1; i++)
+            NAME(normalise_and_tanh)(w, xhat + i * w, mean, var_inv, bngain, bnbias, h + i * w);
+        GEMM('N', 'T', V, r1 - r0, w, W2T, H, h + r0 * w, w, 1, lg + r0, B);  /* (V, rows) += W2^T h^T */
+    }
+}
+
+/* One column block's backward, from dlogits^T (V, B) to dW1, dW2^T, db1, dbngain, dbnbias of the block
+ * (assigned) and its share of dC (added into dC_g). Two passes down the batch in chunks of rows, so
+ * that what a chunk's matmuls and loops share stays in L1/L2:
+ *   1. dh = dlogits W2^T, dW2^T += dlogits^T h, dhpreact = (1 - h^2) dh written over h, and the column
+ *      sums dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat;
+ *   2. dhprebn = bngain var_inv / n (n dhpreact - dbnbias - n/(n-1) xhat dbngain), over h again,
+ *      db1 = sum_B dhprebn, and each row of dhprebn added to S_t[X_t] for every t: S_t (V, w) =
+ *      onehot(X_t)^T dhprebn, accumulated, never assigned, so a character seen twice gets both rows.
+ * Then, from the S_t, the first layer's gradients without a K-deep matmul over the batch:
+ * dW1_t = embcat_t^T dhprebn = C^T S_t, and dC += dembcat_t scattered by X_t = S_t W1_t^T. */
+static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, real *restrict table,
+                                 real *restrict cols, real *restrict dh, real *restrict dC_g)
+{
+    const Layout *L = st->L;
+    const Data *d = st->d;
+    int64_t B = L->B, H = L->H, V = L->V, E = L->E, T = d->T;
+    const real *C = st->P + L->po[0], *W1 = st->P + L->po[1] + j0, *W2T = st->P + L->po[3] + j0;
+    const real *bngain = st->P + L->po[5] + j0;
+    real *dW1 = st->G + L->po[1] + j0, *db1 = st->G + L->po[2] + j0, *dW2T = st->G + L->po[3] + j0;
+    real *dbngain = st->G + L->po[5] + j0, *dbnbias = st->G + L->po[6] + j0;
+    const real *xhat = st->work + st->K->wo[0] + B * j0, *var_inv = st->work + st->K->wo[8] + j0;
+    real *h = st->work + st->K->wo[1] + B * j0;
+    const real *dlogitsT = st->work + st->K->wo[2];
+    real *sb = cols, *sg = cols + w, *a = cols + 2 * w, *csg = cols + 3 * w, *sbt = cols + 4 * w;
+    int64_t rows = block_rows(B, w);
+    for (int64_t j = 0; j < w; j++)
+        sb[j] = sg[j] = 0;
+    for (int64_t r0 = 0; r0 < B; r0 += rows) {
+        int64_t r1 = r0 + rows < B ? r0 + rows : B;
+        GEMM('T', 'N', r1 - r0, w, V, dlogitsT + r0, B, W2T, H, 0, dh, w);  /* (rows, w) dh = dlogits W2^T */
+        GEMM('N', 'N', V, w, r1 - r0, dlogitsT + r0, B, h + r0 * w, w, r0 == 0 ? 0 : 1, dW2T, H);  /* (V, w) */
+        for (int64_t i = r0; i < r1; i++)
+            NAME(tanh_backward_into_h)(w, h + i * w, dh + (i - r0) * w, xhat + i * w, sb, sg);
+    }
+    real bessel = (real)((double)B / (double)(B - 1));
+    for (int64_t j = 0; j < w; j++) {
+        dbnbias[j] = sb[j];
+        dbngain[j] = sg[j];
+        a[j] = bngain[j] * var_inv[j] / (real)B;  /* bngain var_inv / n */
+        csg[j] = bessel * sg[j];  /* n/(n-1) dbngain */
+        sbt[j] = sb[j];
+        sb[j] = 0;  /* now db1 = sum_B dhprebn */
+    }
+    memset(table, 0, (size_t)(T * V * w) * sizeof(real));  /* S_t, t < T */
+    for (int64_t i = 0; i < B; i++) {
+        real *row = h + i * w;
+        NAME(batchnorm_input_grad_and_sum)(w, row, xhat + i * w, (real)B, a, sbt, csg, sb);
+        for (int64_t t = 0; t < T; t++)
+            NAME(add_row)(w, table + (t * V + data_x(d, st->ix[i], t)) * w, row);  /* S_t scatter-added */
+    }
+    for (int64_t j = 0; j < w; j++)
+        db1[j] = sb[j];
+    for (int64_t t = 0; t < T; t++) {
+        const real *S = table + t * V * w;
+        GEMM('T', 'N', E, w, V, C, E, S, w, 0, dW1 + t * E * H, H);  /* (E, w) dW1_t = C^T S_t */
+        GEMM('N', 'T', V, E, w, S, w, W1 + t * E * H, H, 1, dC_g, E);  /* (V, E) dC_g += S_t W1_t^T */
+    }
+}
+
+static void NAME(group_forward)(void *ctx, int64_t g)
+{
+    const NAME(Step) *st = ctx;
+    const Blocked *K = st->K;
+    int64_t V = st->L->V, B = st->L->B, T = st->d->T;
+    real *lg = st->work + K->wo[3] + g * V * B;  /* (V, B) this group's share of logits^T */
+    real *table = st->work + K->wo[4] + g * T * V * K->wmax;
+    memset(lg, 0, (size_t)(V * B) * sizeof(real));
+    for (int64_t blk = g; blk < K->nblk; blk += K->ngroups)
+        NAME(block_forward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, lg);
+}
+
+static void NAME(group_backward)(void *ctx, int64_t g)
+{
+    const NAME(Step) *st = ctx;
+    const Blocked *K = st->K;
+    int64_t V = st->L->V, E = st->L->E, T = st->d->T;
+    real *dC_g = st->work + K->wo[5] + g * V * E;  /* (V, E) this group's share of dC */
+    real *table = st->work + K->wo[4] + g * T * V * K->wmax;
+    real *dh = st->work + K->wo[6] + g * K->chunk;
+    real *cols = st->work + K->wo[10] + g * 8 * K->wmax;
+    memset(dC_g, 0, (size_t)(V * E) * sizeof(real));
+    for (int64_t blk = g; blk < K->nblk; blk += K->ngroups)
+        NAME(block_backward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, cols, dh, dC_g);
+}
+
+/* The blocked step's forward, backward and (if `update`) SGD update; returns the loss, or NaN having
+ * done nothing for an index outside the training set. The arenas P, G are laid out as for the one-core
+ * step; work by make_blocked. */
+static double NAME(step_blocked)(const Layout *L, const Blocked *K, real *P, real *G, real *work, double *colsum,
+                                 int64_t *Yb, const Data *d, const int64_t *ix, double lr, int update)
+{
+    int64_t V = L->V, E = L->E, B = L->B;
+    NAME(Step) st = {L, K, d, ix, P, G, work};
+    real *logitsT = work + K->wo[2], *logits_g = work + K->wo[3], *dC_g = work + K->wo[5];
+    real *dC = G + L->po[0];
+    if (!NAME(minibatch_targets)(d, ix, B, Yb))
+        return NAN;
+    run_groups(K->ngroups, NAME(group_forward), &st);
+    memcpy(logitsT, logits_g, (size_t)(V * B) * sizeof(real));
+    for (int64_t g = 1; g < K->ngroups; g++)  /* in a fixed order: the sum does not depend on which thread ran first */
+        NAME(add_row)(V * B, logitsT, logits_g + g * V * B);
+    double loss = NAME(cross_entropy)(V, B, logitsT, P + L->po[4], Yb, G + L->po[4], work + K->wo[9], colsum);
+    run_groups(K->ngroups, NAME(group_backward), &st);
+    /* all of dC: the rows no example touched get exact zeros from their zero rows of S_t */
+    memcpy(dC, dC_g, (size_t)(V * E) * sizeof(real));
+    for (int64_t g = 1; g < K->ngroups; g++)
+        NAME(add_row)(V * E, dC, dC_g + g * V * E);
+    if (update)
+        NAME(update)(L, P, G, d, ix, lr);
+    return loss;
+}
+
+/* nsteps steps on the minibatches ixs[s] (B int64s each), by the blocked step when K is given, else by
+ * the one-core step; losses[s] gets step s's loss. A step whose loss is not finite is the last (its
+ * update is made, as a one-step call would make it). Returns the number of steps run. */
+static int64_t NAME(train_steps)(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *colsum,
+                                 int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
+                                 int update, double *losses)
 {
     for (int64_t s = 0; s < nsteps; s++) {
-        double loss = NAME(step)(L, (real *)P, (real *)G, (real *)work, colsum, Yb, d, ixs + s * L->B, lr, update);
+        const int64_t *ix = ixs + s * L->B;
+        double loss = K ? NAME(step_blocked)(L, K, (real *)P, (real *)G, (real *)work, colsum, Yb, d, ix, lr, update)
+                        : NAME(step)(L, (real *)P, (real *)G, (real *)work, colsum, Yb, d, ix, lr, update);
         losses[s] = loss;
         if (!isfinite(loss))
             return s + 1;
