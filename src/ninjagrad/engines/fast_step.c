@@ -318,36 +318,19 @@ typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void 
                                int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
                                int update, double *losses);
 
+/* fast_step_variants.h includes the kernels once per instruction set, for the type set here, and undefines
+ * these macros after. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION 1
+#endif
+
 #define real float
 #define GEMM sgemm_rm
 #define EXP exp32
 #define TANH tanh32
 #define SQRT sqrtf
 #define NAME(f) CAT(CAT(f, _float_), ISA)
-#define ISA generic
-#include "fast_step_kernel.h"
-#undef ISA
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define ISA avx2
-#include "fast_step_kernel.h"
-#undef ISA
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
-#define ISA avx512
-#include "fast_step_kernel.h"
-#undef ISA
-#pragma GCC pop_options
-#endif
-#undef real
-#undef GEMM
-#undef EXP
-#undef TANH
-#undef SQRT
-#undef NAME
+#include "fast_step_variants.h"
 
 #define real double
 #define GEMM dgemm_rm
@@ -355,29 +338,7 @@ typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void 
 #define TANH tanh
 #define SQRT sqrt
 #define NAME(f) CAT(CAT(f, _double_), ISA)
-#define ISA generic
-#include "fast_step_kernel.h"
-#undef ISA
-#ifdef MULTIVERSION
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define ISA avx2
-#include "fast_step_kernel.h"
-#undef ISA
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
-#define ISA avx512
-#include "fast_step_kernel.h"
-#undef ISA
-#pragma GCC pop_options
-#endif
-#undef real
-#undef GEMM
-#undef EXP
-#undef TANH
-#undef SQRT
-#undef NAME
+#include "fast_step_variants.h"
 
 typedef void exp_tanh_fn(int64_t n, const float *x, float *e, float *t);
 
