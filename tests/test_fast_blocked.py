@@ -179,3 +179,30 @@ def test_more_groups_than_cores_compute_the_same():
     assert abs(la[0] - lb[0]) <= 1e-13
     for k in la[1]:
         assert (la[1][k] - lb[1][k]).abs().max().item() <= 1e-12 * max(1.0, la[1][k].abs().max().item()), k
+
+
+def test_threads_calling_the_blocked_step_at_once_get_their_own_numbers():
+    """The blocked step's thread pool serves one call at a time: Python threads that train two models at
+    once (the GIL is released during the steps) must each get what they get alone."""
+    import threading
+
+    def run(model, X, Y, ixs, out, key):
+        blocked = Blocked(model, X, Y, 33, 2, 8)
+        out[key] = blocked.run(ixs, 0.1, True)[1]
+
+    cases = []
+    for seed in (0, 1):
+        model, X, Y, _ = setup(B=33, H=40, dtype=torch.float64, seed=seed)
+        ixs = torch.randint(0, X.shape[0], (40, 33), generator=torch.Generator().manual_seed(seed)).numpy()
+        cases.append((model, X, Y, ixs))
+    alone = {}
+    for i, (model, X, Y, ixs) in enumerate(cases):
+        run(MLP(model.config, {k: v.clone() for k, v in model.params.items()}), X, Y, ixs, alone, i)
+    together = {}
+    threads = [threading.Thread(target=run, args=(*case, together, i)) for i, case in enumerate(cases)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in alone:
+        assert np.array_equal(alone[i], together[i]), i
