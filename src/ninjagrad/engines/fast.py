@@ -245,7 +245,7 @@ class FastEngine(Engine):
         step = self.kernel.train_steps
         candidates = [(step, None, 1)]
         size = self.kernel.work_offsets(B, K, H, V)[-1]
-        n = cores()
+        n = min(cores(), self.kernel.MAX_GROUPS)
         if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
             candidates.append((step, None, n))  # BLAS on all cores last: see Plan
             if V <= BLOCKED_MAX_VOCAB:

@@ -221,8 +221,9 @@ static void make_blocked(Blocked *K, int64_t B, int64_t T, int64_t E, int64_t H,
 
 typedef void group_fn(void *ctx, int64_t g);
 
+#define MAX_GROUPS 256  /* the most groups (threads) a blocked step may ask for; the module's MAX_GROUPS */
+
 #ifdef HAVE_THREADS
-#define MAX_GROUPS 256
 
 static struct {
     pthread_mutex_t lock;  /* one run_groups at a time, process-wide */
@@ -474,17 +475,15 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     Blocked K;
     if (have_blocks) {  /* [ngroups, c_0 = 0, c_1, ..., c_n = H] */
         const int64_t *bl = (const int64_t *)blocks.buf;
-        int64_t nb = blocks.shape[0], ok = nb >= 3 && bl[0] >= 1 && bl[1] == 0 && bl[nb - 1] == L.H, wmax = 0;
-#ifdef HAVE_THREADS
-        ok = ok && bl[0] <= MAX_GROUPS;
-#endif
+        int64_t nb = blocks.shape[0], wmax = 0;
+        int ok = nb >= 3 && bl[0] >= 1 && bl[0] <= MAX_GROUPS && bl[1] == 0 && bl[nb - 1] == L.H;
         for (int64_t i = 1; ok && i < nb - 1; i++) {
             ok = bl[i + 1] > bl[i];
             wmax = bl[i + 1] - bl[i] > wmax ? bl[i + 1] - bl[i] : wmax;
         }
         if (!ok) {
-            PyErr_Format(PyExc_ValueError, "blocks: [ngroups >= 1, 0, ..., H=%lld] with increasing column "
-                                           "bounds expected", (long long)L.H);
+            PyErr_Format(PyExc_ValueError, "blocks: [ngroups in 1..%d, 0, ..., H=%lld] with increasing column "
+                                           "bounds expected", MAX_GROUPS, (long long)L.H);
             goto done;
         }
         make_blocked(&K, B, T, dims[1], L.H, L.V, bl[0], wmax);
@@ -742,5 +741,8 @@ PyMODINIT_FUNC PyInit__fast_step(void)
     for (int i = 0; i < NVARIANTS && !current; i++)
         if (cpu_has(variants[i].name))
             current = &variants[i];
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "MAX_GROUPS", MAX_GROUPS) < 0)
+        Py_CLEAR(m);
+    return m;
 }
