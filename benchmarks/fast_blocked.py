@@ -35,8 +35,9 @@ def candidates(B: int, H: int, widths: list[int]) -> list[tuple]:
            (f"whole batch, BLAS {n} threads", C.train_steps, None, n, plain)]
     for groups in sorted({1, n}):
         for w in widths or [block_width(H, groups)]:
-            out.append((f"blocked, {groups} thread{'s' * (groups > 1)}, w={w}", C.train_steps, make_blocks(H, groups, w),
-                        1, C.work_offsets_blocked(B, T, E, H, V, groups, w)[-1]))
+            label = f"blocked, {groups} thread{'s' * (groups > 1)}, w={w}"
+            out.append((label, C.train_steps, make_blocks(H, groups, w), 1,
+                        C.work_offsets_blocked(B, T, E, H, V, groups, w)[-1]))
     return out
 
 

@@ -37,7 +37,8 @@ BLOCKED_MAX_VOCAB = 256
 
 # columns per block of the blocked step: wider blocks make fewer, larger matmuls. `benchmarks/fast_blocked.py
 # --widths 32 64 128 256` at 4096 x 1024, 2 cores, with numba's version of the step: 18.4, 17.1, 15.5, 15.7 ms;
-# in C, three runs of --widths 64 128 256: 11.3, 13.8, 16.5; 14.0, 15.5, 14.4; 14.2, 13.6, 16.5 ms (this VM is noisy).
+# in C, three runs of --widths 64 128 256: 11.3, 13.8, 16.5; 14.0, 15.5, 14.4; 14.2, 13.6, 16.5 ms (this VM
+# is noisy, and no width won them all).
 BLOCK_TARGET = 128
 
 
@@ -121,16 +122,15 @@ class Plan:
     """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
 
     With several candidates, each in turn runs one untimed step (its first: threads start, caches
-    fill) and then TRIALS timed ones, and the one whose
-    second-fastest timed step is fastest is kept. On a shared machine single steps vary by half and
-    noise only ever adds time, so a low quantile estimates a candidate's own speed better than the
-    median (the median of three once kept a kernel 1.5x slower); the second-fastest, so that one
-    lucky step cannot decide. Each candidate's steps come one after the other, in the candidates'
-    order, and the multi-threaded BLAS candidate comes last: OpenBLAS's threads keep spinning for a
-    while after their work, and a candidate timed in that while would be measured against them. The
-    candidates compute the same math, but their sums run in different orders (BLAS's blocking for
-    several threads, the blocked kernel's per-core partial sums), so the choice can change results in
-    the last bits, not more.
+    fill) and then TRIALS timed ones, and the one whose second-fastest timed step is fastest is kept.
+    On a shared machine single steps vary by half and noise only ever adds time, so a low quantile
+    estimates a candidate's own speed better than the median (the median of three once kept a kernel
+    1.5x slower); the second-fastest, so that one lucky step cannot decide. Each candidate's steps
+    come one after the other, in the candidates' order, and the multi-threaded BLAS candidate comes
+    last: OpenBLAS's threads keep spinning for a while after their work, and a candidate timed in that
+    while would be measured against them. The candidates compute the same math, but their sums run in
+    different orders (BLAS's blocking for several threads, the blocked step's per-core partial sums),
+    so the choice can change results in the last bits, not more.
     """
 
     TRIALS = 5
