@@ -1,7 +1,7 @@
 """The fast engine's blocked step (fast_step_kernel.h, step_blocked) computes the manual engine's numbers.
 
 Run through the fast engine's arenas (FastEngine builds them; the step is called directly, as the
-engine's Plan would call it, with a `blocks` layout): the loss and every gradient against autograd in float64 (~1e-10 of
+engine's plan would call it, with a `blocks` layout): the loss and every gradient against autograd in float64 (~1e-10 of
 each gradient's scale) and against the manual engine in float32 (test_fast_engine's tolerances),
 block widths that do not divide H, more thread groups than blocks, B not a multiple of 16, repeated
 rows, three steps with updates, and a bad index that must leave the parameters alone.
@@ -33,7 +33,7 @@ def setup(B=37, T=3, E=10, H=50, V=27, N=400, dtype=torch.float64, seed=0):
 
 
 class Blocked:
-    """The blocked step over a FastEngine's arenas: what the engine's Plan will do with it."""
+    """The blocked step over a FastEngine's arenas: what the engine's plan will do with it."""
 
     def __init__(self, model, X, Y, B, ngroups, width):
         self.eng = FastEngine(model, X, Y)

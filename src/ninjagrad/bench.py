@@ -118,10 +118,10 @@ def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: fl
             e.steps(torch.randint(0, N, (n, B), generator=g).to(device), lr)
             done += n
 
-    for e in engines.values():  # warm caches, allocators and (for cuda) record the graphs; let the
-        # engine finish choosing how to run this batch size (the fast engine times its kernels on
-        # its first steps), so that only the way it keeps is timed
-        run(e, min(steps, max(20, e.chunk_size(B))) + e.trial_steps(B))
+    for e in engines.values():  # warm caches, allocators and (for cuda) record the graphs; the fast
+        # engine times its ways to run large steps in prepare, so that only the way it keeps is timed
+        e.prepare(B)
+        run(e, min(steps, max(20, e.chunk_size(B))))
     times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(repeats):
         for name, e in engines.items():

@@ -198,6 +198,7 @@ class Run:
             "losses": torch.tensor(self.losses, dtype=torch.float64),
             "evals": [list(e) for e in self.evals],
             "train_seconds": self.train_seconds,
+            "engine": self.engine.state(),
         }
 
     def save(self):
@@ -213,6 +214,7 @@ class Run:
         if hasattr(self.engine, "sync_from_model"):
             self.engine.sync_from_model()
         self.engine.optimizer.load_state_dict(payload["optimizer"])
+        self.engine.load_state(payload.get("engine", {}))  # older checkpoints have none
         self.step = int(payload["step"])
         self.generator.set_state(payload["rng"])
         self.losses = payload["losses"].tolist()
@@ -376,6 +378,7 @@ def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
               "data_source": source, "num_params": run.model.num_params()}
     if run.writer:
         ckpt.atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
+    run.engine.prepare(cfg.batch_size)  # so that the step-0 checkpoint already holds how steps run
     run.save()  # step 0: a good checkpoint exists from the start
     return run
 

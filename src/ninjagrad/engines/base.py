@@ -40,11 +40,17 @@ class Engine:
         the others one step a call keeps the progress bar and Ctrl-C as prompt as they are."""
         return 1
 
-    def trial_steps(self, batch_size: int) -> int:
-        """Steps this engine still spends trying ways to run batches of this size before it keeps one
-        (0 for most), when they come in chunks of chunk_size(batch_size), as train.py and the bench
-        send them: a benchmark runs them before it starts timing."""
-        return 0
+    def prepare(self, batch_size: int):
+        """Settle how steps on batches of this size will run (an engine that times ways to run them
+        does it here, or at the first step otherwise); train.py calls it before the first checkpoint."""
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the engine, besides the model and optimizer: for the fast engine,
+        the way it chose to run steps, so that a resumed run runs them the same way."""
+        return {}
+
+    def load_state(self, state: dict):
+        """Take back what state() gave, on resume; ValueError if it does not fit this engine."""
 
     def steps(self, ixs: torch.Tensor, lr: float) -> list[float]:
         """One step per minibatch ixs[0], ixs[1], ... of the (n, B) indices, all at `lr`; their losses.

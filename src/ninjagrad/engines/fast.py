@@ -29,6 +29,10 @@ from .base import Engine
 
 CHUNK_ELEMENTS = 64 * 32 * 200  # B*H*steps of one call into the kernel, at most (see chunk_size)
 PARALLEL_MIN_ELEMENTS = 1 << 17  # B*H from which more threads may pay off: worth a few timed trial steps
+# B*H from which the blocked step beats the whole-batch one on one core: 1.3-1.5x faster at 320 x 200,
+# 64 x 1024, 256 x 256 and 1024 x 64 (all ~65k), 1.6-1.9x at 512 x 200, 128 x 1024 and 256 x 1024; even at
+# 128 x 200 (26k), behind at 32 x 1024 (33k). `benchmarks/fast_blocked.py --shapes ...`, one run each.
+BLOCKED_MIN_ELEMENTS = 1 << 16
 # The blocked kernel goes through per-character tables, (T, V, block width) per core: for the
 # lecture's 27 characters they are a few KB; for a vocabulary of thousands the matmuls they replace
 # would be cheaper. Offered up to this vocabulary.
@@ -118,48 +122,29 @@ def check_supported(model, optimizer):
         raise UsageError(f"--engine fast: the model lacks parameters {', '.join(missing)}")
 
 
-class Plan:
-    """Buffers for one batch size, and how its steps run: (kernel, column blocks, BLAS threads).
+TRIALS = 5  # timed calls per candidate way to run a step, after one untimed call
 
-    With several candidates, each in turn runs one untimed step (its first: threads start, caches
-    fill) and then TRIALS timed ones, and the one whose second-fastest timed step is fastest is kept.
+
+def fastest(times: list[list[float]]) -> int:
+    """The candidate whose second-fastest timed call is fastest.
+
     On a shared machine single steps vary by half and noise only ever adds time, so a low quantile
     estimates a candidate's own speed better than the median (the median of three once kept a kernel
-    1.5x slower); the second-fastest, so that one lucky step cannot decide. Each candidate's steps
-    come one after the other, in the candidates' order, and the multi-threaded BLAS candidate comes
-    last: OpenBLAS's threads keep spinning for a while after their work, and a candidate timed in that
-    while would be measured against them. The candidates compute the same math, but their sums run in
-    different orders (BLAS's blocking for several threads, the blocked step's per-core partial sums),
-    so the choice can change results in the last bits, not more.
-    """
+    1.5x slower); the second-fastest, so that one lucky call cannot decide."""
+    return min(range(len(times)), key=lambda k: sorted(times[k])[min(1, len(times[k]) - 1)])
 
-    TRIALS = 5
 
-    def __init__(self, bufs, candidates, size: int = 0):
-        self.bufs = bufs  # (activations, the batch's targets Yb); None while released
-        self.size = size  # elements of the activations' arena
-        self.candidates = candidates  # [(kernel, column blocks, threads)]
-        self.times = [[] for _ in candidates]
-        self.decided = len(candidates) == 1
+class Plan:
+    """How steps on batches of one size run: the step (blocks None: the whole-batch step; else the
+    blocked step's layout), BLAS's threads, and the activations' arena (None while released)."""
 
-    def choose(self):
-        if self.decided:
-            i = 0
-        else:
-            i = next((k for k, t in enumerate(self.times) if len(t) < 1 + self.TRIALS), None)
-            if i is None:  # each candidate's second-fastest timed step; its first (untimed) one left out
-                i = min(range(len(self.candidates)), key=lambda k: sorted(self.times[k][1:])[1])
-                self.candidates, self.decided = [self.candidates[i]], True
-                i = 0
-        kernel, blocks, threads = self.candidates[i]
-        if threads != _blas_threads:  # checked every step: another engine in this process may change it
-            set_blas_threads(threads)
-        self._last = i
-        return kernel, blocks
+    def __init__(self, blocks, threads: int, size: int):
+        self.blocks, self.threads, self.size = blocks, threads, size
+        self.bufs = None  # (activations, the batch's targets Yb), allocated by the first step
 
-    def record(self, seconds: float):
-        if not self.decided:
-            self.times[self._last].append(seconds)
+    def to_dict(self, batch: int) -> dict:
+        return {"batch": batch, "blocks": None if self.blocks is None else self.blocks.tolist(),
+                "threads": self.threads}
 
 
 class FastEngine(Engine):
@@ -229,34 +214,76 @@ class FastEngine(Engine):
 
     # --- buffers and kernels, per batch size ------------------------------------------------
 
-    def _plan(self, B: int):
-        """(kernel, column blocks, buffers) for batches of B, made once per batch size."""
+    def _plan(self, B: int) -> Plan:
+        """How to run steps on batches of B, decided once per batch size (see candidates)."""
         if B < 2:
             raise ValueError(f"the fast engine needs a batch of at least 2 (batchnorm's n-1), got {B}")
-        cfg = self.model.config
-        K, H, V = cfg.block_size * cfg.n_embd, cfg.n_hidden, cfg.vocab_size
-        # One core for small steps, where waking threads costs more than it saves. For large ones
-        # three ways are tried on the first steps and the fastest is kept: the whole-batch step on one
-        # core; the blocked step, each core taking column blocks of the hidden layer down the batch with
-        # a one-thread BLAS; the whole-batch step with BLAS on all cores. On a machine whose cores are
-        # busy with other work, threads that wait for each other can make all cores slower than one.
-        # (numba's column-split version of the whole-batch step was a fourth, and lost to BLAS on all
-        # cores at 256, 1024 and 4096 x 1024 and at 4096 x 200.)
-        step = self.kernel.train_steps
-        candidates = [(step, None, 1)]
-        size = self.kernel.work_offsets(B, K, H, V)[-1]
-        n = min(cores(), self.kernel.MAX_GROUPS)
-        if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
-            candidates.append((step, None, n))  # BLAS on all cores last: see Plan
-            if V <= BLOCKED_MAX_VOCAB:
-                width = block_width(H, n)
-                candidates.insert(1, (step, make_blocks(H, n, width), 1))
-                # each step lays out its own pieces of the activations from offset 0, and keeps nothing
-                # there between steps: one arena, as large as the larger layout, serves both
-                blocked = self.kernel.work_offsets_blocked(B, cfg.block_size, cfg.n_embd, H, V, n, width)
-                size = max(size, blocked[-1])
-        self.plans = {B: Plan(self._buffers(B, size), candidates, size)}  # keep one: buffers can be big
+        candidates = self.candidates(B)
+        blocks, threads = candidates[0] if len(candidates) == 1 else candidates[self._time(B, candidates)]
+        self.plans = {B: Plan(blocks, threads, self._work_size(B, blocks))}  # keep one: buffers can be big
         return self.plans[B]
+
+    def candidates(self, B: int) -> list[tuple]:
+        """The ways to run steps on batches of B worth timing: [(blocks, BLAS threads)].
+
+        One core for small steps, where waking threads costs more than it saves, and from
+        BLOCKED_MIN_ELEMENTS on the blocked step (column blocks of the hidden layer walked down the
+        batch, the first layer through the embedding table), still on one core. For large steps on
+        several cores, three ways: the blocked step on one core; on every core, each taking column
+        blocks with a one-thread BLAS; the whole-batch step with BLAS on every core. On a machine
+        whose cores are busy with other work, threads that wait for each other can make all cores
+        slower than one. (numba's column-split version of the whole-batch step was a fourth, and lost
+        to BLAS on all cores at 256, 1024 and 4096 x 1024 and at 4096 x 200; the whole-batch step on
+        one core lost to the blocked one at every size that has trials.)
+        """
+        H, V = self.model.config.n_hidden, self.model.config.vocab_size
+        n = min(cores(), self.kernel.MAX_GROUPS)
+        blocked = V <= BLOCKED_MAX_VOCAB and B * H >= BLOCKED_MIN_ELEMENTS
+        out = [(make_blocks(H, 1, block_width(H, 1)) if blocked else None, 1)]
+        if B * H >= PARALLEL_MIN_ELEMENTS and n > 1:
+            if blocked:
+                out.append((make_blocks(H, n, block_width(H, n)), 1))
+            out.append((None, n))  # BLAS on all cores last: its threads spin for a while after
+        return out
+
+    def _time(self, B: int, candidates: list[tuple]) -> int:
+        """Index of the fastest candidate, from one untimed and TRIALS timed calls of each, one
+        candidate after the other (the multi-threaded BLAS last: OpenBLAS's threads keep spinning for a
+        while after their work, and a candidate timed in that while would be measured against them).
+
+        The trials compute gradients on minibatches of their own (a generator apart from the run's)
+        and update nothing, so the run's numbers depend on which way is kept, not on the trials. The
+        candidates compute the same math, but their sums run in different orders (BLAS's blocking for
+        several threads, the blocked step's per-core partial sums): the choice can change results in
+        the last bits, not more, and a checkpoint keeps it (state) so that a resumed run makes the same.
+        """
+        n = self.chunk_size(B)
+        size = max(self._work_size(B, blocks) for blocks, _ in candidates)
+        work, Yb = self._buffers(B, size)
+        losses = np.empty(n)
+        g = torch.Generator().manual_seed(0)
+        times = []
+        for blocks, threads in candidates:
+            set_blas_threads(threads)
+            times.append([])
+            for trial in range(1 + TRIALS):
+                ixs = torch.randint(0, self.Xnp.shape[0], (n, B), generator=g)
+                t = time.perf_counter()
+                self.kernel.train_steps(self.P, self.G, work, Yb, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n,
+                                        0.0, False, blocks, losses)
+                if trial:  # the first call starts threads and fills caches: left out
+                    times[-1].append((time.perf_counter() - t) / n)
+                self.gviews["C"][...] = 0  # without updates dC accumulates: all zero again for the run
+        return fastest(times)
+
+    def _work_size(self, B: int, blocks) -> int:
+        """Elements of the activations' arena the step needs for batches of B, blocked or not."""
+        cfg = self.model.config
+        T, E, H, V = cfg.block_size, cfg.n_embd, cfg.n_hidden, cfg.vocab_size
+        if blocks is None:
+            return self.kernel.work_offsets(B, T * E, H, V)[-1]
+        width = int(np.diff(blocks[1:]).max())
+        return self.kernel.work_offsets_blocked(B, T, E, H, V, int(blocks[0]), width)[-1]
 
     def _buffers(self, B: int, size: int):
         return np.empty(size, self.np_dtype), np.empty(B, np.int64)  # (activations, the batch's targets Yb)
@@ -281,15 +308,10 @@ class FastEngine(Engine):
             plan.bufs = self._buffers(B, plan.size)
         if len(self.losses) < n:
             self.losses = np.empty(n)  # float64, whatever the parameters' dtype
-        args = (self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n, lr, update)
-        if plan.decided:  # the common case, kept short
-            kernel, blocks = plan.choose()
-            done = kernel(*args, blocks, self.losses)
-        else:
-            kernel, blocks = plan.choose()
-            t = time.perf_counter()
-            done = kernel(*args, blocks, self.losses)
-            plan.record((time.perf_counter() - t) / n)
+        if plan.threads != _blas_threads:  # checked every call: another engine in this process may change it
+            set_blas_threads(plan.threads)
+        done = self.kernel.train_steps(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n,
+                                       lr, update, plan.blocks, self.losses)
         losses = self.losses[:done].tolist()
         if losses[-1] != losses[-1]:  # nothing was computed for that step, or the loss itself is nan
             ixn = ixs.view(-1, B)[:done].numpy()
@@ -305,12 +327,28 @@ class FastEngine(Engine):
         64 steps at batch 32 x n_hidden 200, one step a call from batch 4096 x n_hidden 100 on."""
         return max(1, min(self.MAX_CHUNK, CHUNK_ELEMENTS // (batch_size * self.model.config.n_hidden)))
 
-    def trial_steps(self, batch_size):
-        """Steps until the plan for this batch size has timed its candidates: a trial is one call,
-        and each call runs a chunk of steps."""
-        plan = self.plans.get(batch_size) or self._plan(batch_size)
-        calls = 0 if plan.decided else sum(1 + Plan.TRIALS - len(t) for t in plan.times)
-        return calls * self.chunk_size(batch_size)
+    def prepare(self, batch_size):
+        self.plans.get(batch_size) or self._plan(batch_size)
+
+    def state(self) -> dict:
+        return {"plans": [plan.to_dict(B) for B, plan in self.plans.items()]}
+
+    def load_state(self, state: dict):
+        """Run as the saved run ran: each saved plan's step and BLAS threads, without new trials."""
+        H = self.model.config.n_hidden
+        try:
+            saved = [(int(p["batch"]), p["blocks"], int(p["threads"])) for p in state.get("plans", [])]
+            saved = [(B, None if b is None else np.array(b, np.int64), t) for B, b, t in saved]
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
+            raise ValueError(f"the fast engine's saved plans are unreadable ({e!r})") from None
+        for B, blocks, threads in saved:
+            ok = B >= 2 and threads >= 1
+            if blocks is not None:
+                ok = ok and (blocks.ndim == 1 and len(blocks) >= 3 and 1 <= blocks[0] <= self.kernel.MAX_GROUPS
+                             and blocks[1] == 0 and blocks[-1] == H and bool((np.diff(blocks[1:]) > 0).all()))
+            if not ok:
+                raise ValueError(f"the fast engine's saved plan for batch {B} does not fit this model")
+            self.plans = {B: Plan(blocks, threads, self._work_size(B, blocks))}
 
     def step(self, ix, lr):
         return self._run(ix, lr, True)[0]

@@ -156,7 +156,7 @@ static int64_t aligned(int64_t n)
  * transposed: the backward's dh = dlogits W2^T and dW2^T = dlogits^T h are then plain row-major
  * products, ~2x faster in OpenBLAS than on transposed operands for H x 27.
  * wo: where embcat, dembcat (B, K), hprebn/xhat, h, dh (B, H), logits^T (V, B), mean, var_inv (H), the
- * softmax's per-example max (B) and the backward's scratch (3 H) start in the activation arena;
+ * softmax's per-example max (B) and the backward's scratch (2 H) start in the activation arena;
  * wo[10] is its size. */
 typedef struct {
     int64_t V, E, K, H, B;
@@ -173,7 +173,7 @@ static void offsets(int64_t *offs, const int64_t *sizes, int n)
 static void make_layout(Layout *L, int64_t V, int64_t E, int64_t K, int64_t H, int64_t B)
 {
     int64_t psizes[7] = {V * E, K * H, H, V * H, V, H, H};
-    int64_t wsizes[10] = {B * K, B * K, B * H, B * H, B * H, V * B, H, H, B, 3 * H};
+    int64_t wsizes[10] = {B * K, B * K, B * H, B * H, B * H, V * B, H, H, B, 2 * H};
     L->V = V, L->E = E, L->K = K, L->H = H, L->B = B;
     offsets(L->po, psizes, 7);
     offsets(L->wo, wsizes, 10);
@@ -182,7 +182,7 @@ static void make_layout(Layout *L, int64_t V, int64_t E, int64_t K, int64_t H, i
 /* The blocked step's layout (see fast_step_kernel.h): groups of column blocks, and where its pieces start in
  * the activation arena: the xhat and h panels (B*H each), logits^T (V, B), the groups' partial logits^T
  * (g, V, B), each group's tables (g, T, V, wmax), partial dC (g, V, E) and dh scratch (g, chunk), mean,
- * var_inv (H), the softmax's per-example max (B), each group's column scratch (g, 8 wmax); wo[11] is its
+ * var_inv (H), the softmax's per-example max (B), each group's column scratch (g, 2 wmax); wo[11] is its
  * size. */
 typedef struct {
     int64_t ngroups, nblk, wmax, chunk;
@@ -209,7 +209,7 @@ static void make_blocked(Blocked *K, int64_t B, int64_t T, int64_t E, int64_t H,
     int64_t chunk = ROW_CHUNK_ELEMENTS > 16 * wmax ? ROW_CHUNK_ELEMENTS : 16 * wmax;
     K->ngroups = ngroups, K->wmax = wmax, K->chunk = chunk < B * wmax ? chunk : B * wmax;
     int64_t sizes[11] = {B * H, B * H, V * B, ngroups * V * B, ngroups * T * V * wmax, ngroups * V * E,
-                         ngroups * K->chunk, H, H, B, ngroups * 8 * wmax};
+                         ngroups * K->chunk, H, H, B, ngroups * 2 * wmax};
     offsets(K->wo, sizes, 11);
 }
 
@@ -315,7 +315,7 @@ static void run_groups(int64_t ngroups, group_fn *fn, void *ctx)
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *colsum,
+typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *dwork,
                                int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
                                int update, double *losses);
 
@@ -329,7 +329,6 @@ typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void 
 #define GEMM sgemm_rm
 #define EXP exp32
 #define TANH tanh32
-#define SQRT sqrtf
 #define NAME(f) CAT(CAT(f, _float_), ISA)
 #include "fast_step_variants.h"
 
@@ -337,7 +336,6 @@ typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void 
 #define GEMM dgemm_rm
 #define EXP exp
 #define TANH tanh
-#define SQRT sqrt
 #define NAME(f) CAT(CAT(f, _double_), ISA)
 #include "fast_step_variants.h"
 
@@ -415,7 +413,7 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     Py_buffer v[NBUF], losses, blocks;
     int got = 0, have_losses = 0, have_blocks = 0;
     PyObject *result = NULL;
-    double *colsum = NULL;
+    double *dwork = NULL;
 
     if (nargs != 13) {
         PyErr_Format(PyExc_TypeError, "%s takes 13 arguments, got %zd", ARGS, nargs);
@@ -496,20 +494,24 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     }
     Data d = {v[XTR].buf, v[YTR].buf, N, T, v[XTR].strides[0], v[XTR].strides[1], v[YTR].strides[0],
               v[XTR].itemsize};
-    colsum = PyMem_RawMalloc((size_t)B * sizeof(double));
-    if (!colsum) {
+    /* the steps' sums in double: the softmax's (B), then the batchnorm columns' (3 H for the whole-batch
+     * step, 3 wmax a group for the blocked one) */
+    int64_t columns = have_blocks ? 3 * K.ngroups * K.wmax : 3 * L.H;
+    size_t ndouble = (size_t)(B + columns);
+    dwork = PyMem_RawMalloc(ndouble * sizeof(double));
+    if (!dwork) {
         PyErr_NoMemory();
         goto done;
     }
     train_steps_fn *run = item == sizeof(float) ? current->f32 : current->f64;
     int64_t done_steps;
     Py_BEGIN_ALLOW_THREADS
-    done_steps = run(&L, have_blocks ? &K : NULL, v[P].buf, v[G].buf, v[WORK].buf, colsum, (int64_t *)v[YB].buf, &d,
+    done_steps = run(&L, have_blocks ? &K : NULL, v[P].buf, v[G].buf, v[WORK].buf, dwork, (int64_t *)v[YB].buf, &d,
                      (const int64_t *)(intptr_t)ix_address, nsteps, lr, update, (double *)losses.buf);
     Py_END_ALLOW_THREADS
     result = PyLong_FromLongLong(done_steps);
 done:
-    PyMem_RawFree(colsum);
+    PyMem_RawFree(dwork);
     for (int i = 0; i < got; i++)
         PyBuffer_Release(&v[i]);
     if (have_losses)

@@ -73,7 +73,10 @@ static void NAME(embedding_sgd_and_clear)(const Data *d, const int64_t *restrict
 
 /* --- bias + batchnorm + tanh -------------------------------------------------------------------- */
 
-static void NAME(add_bias_and_sum)(int64_t n, real *restrict x, const real *restrict bias, real *restrict sum)
+/* The batch's column sums are accumulated in double (rounded once, at the end): over a near-constant
+ * column the float32 mean's rounding, divided by a tiny standard deviation, was most of the float32
+ * gradients' error below batchnorm (5x the manual engine's, in a batch of 14 with 2 contexts). */
+static void NAME(add_bias_and_sum)(int64_t n, real *restrict x, const real *restrict bias, double *restrict sum)
 {
     for (int64_t j = 0; j < n; j++) {
         real v = x[j] + bias[j];
@@ -83,11 +86,22 @@ static void NAME(add_bias_and_sum)(int64_t n, real *restrict x, const real *rest
 }
 
 static void NAME(sum_squared_differences)(int64_t n, const real *restrict x, const real *restrict mean,
-                                          real *restrict ssd)
+                                          double *restrict ssd)
 {
     for (int64_t j = 0; j < n; j++) {
-        real dx = x[j] - mean[j];
+        double dx = x[j] - mean[j];
         ssd[j] += dx * dx;
+    }
+}
+
+/* mean = sum / n; var_inv = 1 / sqrt(var + eps), var the Bessel-corrected (n-1) variance, as
+ * hpreact.var(0, unbiased=True) */
+static void NAME(mean_and_var_inv)(int64_t n, int64_t B, const double *restrict sum, const double *restrict ssd,
+                                   real *restrict mean, real *restrict var_inv)
+{
+    for (int64_t j = 0; j < n; j++) {
+        mean[j] = (real)(sum[j] / (double)B);
+        var_inv[j] = (real)(1.0 / sqrt(ssd[j] / (double)(B - 1) + BN_EPS));
     }
 }
 
@@ -109,34 +123,36 @@ static void NAME(normalise_and_tanh)(int64_t n, real *restrict x, const real *re
  * overwrites hprebn: the backward needs xhat and h, not hprebn. b1 is added although batchnorm
  * subtracts it again, as the lecture's forward does: leaving it out saved ~0.8 us of a ~34 us step,
  * but in batches of one repeated example made the float32 gradients of C and W1 ~100x less accurate.
+ * `acc` holds 2*H doubles.
  */
 static void NAME(batchnorm_tanh_forward)(int64_t B, int64_t H, real *restrict hprebn, const real *restrict b1,
                                          const real *restrict bngain, const real *restrict bnbias,
-                                         real *restrict h, real *restrict mean, real *restrict var_inv)
+                                         real *restrict h, real *restrict mean, real *restrict var_inv,
+                                         double *restrict acc)
 {
+    double *sum = acc, *ssd = acc + H;
     for (int64_t j = 0; j < H; j++)
-        mean[j] = var_inv[j] = 0;
+        sum[j] = ssd[j] = 0;
     for (int64_t i = 0; i < B; i++)
-        NAME(add_bias_and_sum)(H, hprebn + i * H, b1, mean);
+        NAME(add_bias_and_sum)(H, hprebn + i * H, b1, sum);
     for (int64_t j = 0; j < H; j++)
-        mean[j] /= (real)B;
+        mean[j] = (real)(sum[j] / (double)B);
     for (int64_t i = 0; i < B; i++)
-        NAME(sum_squared_differences)(H, hprebn + i * H, mean, var_inv);
-    for (int64_t j = 0; j < H; j++)  /* unbiased, like hpreact.var(0, unbiased=True) */
-        var_inv[j] = (real)1 / SQRT(var_inv[j] / (real)(B - 1) + (real)BN_EPS);
+        NAME(sum_squared_differences)(H, hprebn + i * H, mean, ssd);
+    NAME(mean_and_var_inv)(H, B, sum, ssd, mean, var_inv);
     for (int64_t i = 0; i < B; i++)
         NAME(normalise_and_tanh)(H, hprebn + i * H, mean, var_inv, bngain, bnbias, h + i * H);
 }
 
 static void NAME(tanh_backward_and_sums)(int64_t n, real *restrict dh, const real *restrict h,
-                                         const real *restrict xhat, real *restrict sb, real *restrict sg,
-                                         real *restrict sx)
+                                         const real *restrict xhat, double *restrict sb, double *restrict sg,
+                                         double *restrict sx)
 {
     for (int64_t j = 0; j < n; j++) {
         real v = ((real)1 - h[j] * h[j]) * dh[j];  /* dhpreact */
         dh[j] = v;
         sb[j] += v;
-        sg[j] += v * xhat[j];
+        sg[j] += (double)v * xhat[j];  /* exact in double */
         sx[j] += xhat[j];
     }
 }
@@ -154,23 +170,28 @@ static void NAME(batchnorm_input_grad)(int64_t n, real *restrict dh, const real 
  *
  * with dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat, and db1 = sum_B dhprebn, which by the
  * line above is -bngain var_inv / n * n/(n-1) dbngain sum_B xhat: ~0, since batchnorm subtracts the
- * mean (b1 has no effect on the loss), computed, not assumed. `scratch` holds 3*H reals. */
+ * mean (b1 has no effect on the loss), computed, not assumed. The sums over the batch are made in
+ * double (`acc`, 3*H); `scratch` holds 2*H reals. */
 static void NAME(batchnorm_tanh_backward)(int64_t B, int64_t H, real *restrict dh, const real *restrict xhat,
                                           const real *restrict h, const real *restrict bngain,
                                           const real *restrict var_inv, real *restrict dbngain,
-                                          real *restrict dbnbias, real *restrict db1, real *restrict scratch)
+                                          real *restrict dbnbias, real *restrict db1, real *restrict scratch,
+                                          double *restrict acc)
 {
-    real *sx = scratch, *a = scratch + H, *csg = scratch + 2 * H;
+    real *a = scratch, *csg = scratch + H;
+    double *sb = acc, *sg = acc + H, *sx = acc + 2 * H;
     for (int64_t j = 0; j < H; j++)
-        dbnbias[j] = dbngain[j] = sx[j] = 0;
+        sb[j] = sg[j] = sx[j] = 0;
     for (int64_t i = 0; i < B; i++)
-        NAME(tanh_backward_and_sums)(H, dh + i * H, h + i * H, xhat + i * H, dbnbias, dbngain, sx);
+        NAME(tanh_backward_and_sums)(H, dh + i * H, h + i * H, xhat + i * H, sb, sg, sx);
     /* per column, in the activations' type, as ops.batchnorm_backward computes them */
     real bessel = (real)((double)B / (double)(B - 1));
     for (int64_t j = 0; j < H; j++) {
+        dbnbias[j] = (real)sb[j];
+        dbngain[j] = (real)sg[j];
         a[j] = bngain[j] * var_inv[j] / (real)B;  /* bngain var_inv / n */
         csg[j] = bessel * dbngain[j];  /* n/(n-1) dbngain */
-        db1[j] = -(a[j] * (csg[j] * sx[j]));
+        db1[j] = -(a[j] * (csg[j] * (real)sx[j]));
     }
     for (int64_t i = 0; i < B; i++)
         NAME(batchnorm_input_grad)(H, dh + i * H, xhat + i * H, (real)B, a, dbnbias, csg);
@@ -295,7 +316,7 @@ static int NAME(minibatch_targets)(const Data *d, const int64_t *ix, int64_t B, 
 /* Forward, backward and (if `update`) the SGD update for the minibatch ix; returns the loss, or NaN
  * having done nothing if an index lies outside the training set. dC must be all zero on entry; it is
  * all zero again on return when `update` is set. */
-static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *colsum, int64_t *Yb,
+static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *dwork, int64_t *Yb,
                          const Data *d, const int64_t *ix, double lr, int update)
 {
     int64_t V = L->V, E = L->E, K = L->K, H = L->H, B = L->B;
@@ -309,20 +330,21 @@ static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *
     real *logitsT = work + wo[5];  /* (V, B), then dlogits^T */
     real *mean = work + wo[6], *var_inv = work + wo[7];  /* (H) */
     real *colmax = work + wo[8];  /* (B) */
-    real *scratch = work + wo[9];  /* (3 H) */
+    real *scratch = work + wo[9];  /* (2 H) */
+    double *colsum = dwork, *acc = dwork + B;  /* (B), (3 H) */
 
     if (!NAME(minibatch_targets)(d, ix, B, Yb))
         return NAN;
     /* forward */
     NAME(embedding_forward)(d, ix, B, E, C, embcat);  /* (B, K) */
     GEMM('N', 'N', B, H, K, embcat, K, W1, H, 0, hprebn, H);  /* (B, H); b1 is added in the next pass */
-    NAME(batchnorm_tanh_forward)(B, H, hprebn, b1, bngain, bnbias, h, mean, var_inv);  /* xhat, h */
+    NAME(batchnorm_tanh_forward)(B, H, hprebn, b1, bngain, bnbias, h, mean, var_inv, acc);  /* xhat, h */
     GEMM('N', 'T', V, B, H, W2T, H, h, H, 0, logitsT, B);  /* (V, B) logits^T; b2 added in the next pass */
     double loss = NAME(cross_entropy)(V, B, logitsT, b2, Yb, db2, colmax, colsum);  /* -> dlogits^T */
     /* backward */
     GEMM('T', 'N', B, H, V, logitsT, B, W2T, H, 0, dh, H);  /* (B, H) dh = dlogits W2 */
     GEMM('N', 'N', V, H, B, logitsT, B, h, H, 0, dW2T, H);  /* (V, H) dW2^T = dlogits^T h */
-    NAME(batchnorm_tanh_backward)(B, H, dh, hprebn, h, bngain, var_inv, dbngain, dbnbias, db1, scratch);
+    NAME(batchnorm_tanh_backward)(B, H, dh, hprebn, h, bngain, var_inv, dbngain, dbnbias, db1, scratch, acc);
     GEMM('N', 'T', B, K, H, dh, H, W1, H, 0, dembcat, K);  /* (B, K) dembcat = dhprebn W1^T */
     GEMM('T', 'N', K, H, B, embcat, K, dh, H, 0, dW1, H);  /* (K, H) dW1 = embcat^T dhprebn */
     NAME(embedding_backward)(d, ix, B, E, dembcat, dC);  /* (V, E) */
@@ -365,19 +387,19 @@ static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *
  * panel contiguous (the panel of [j0, j1) starts at B*j0), so the row passes run over dense rows. */
 
 static void NAME(tanh_backward_into_h)(int64_t n, real *restrict h, const real *restrict dh,
-                                       const real *restrict xhat, real *restrict sb, real *restrict sg)
+                                       const real *restrict xhat, double *restrict sb, double *restrict sg)
 {
     for (int64_t j = 0; j < n; j++) {
         real v = ((real)1 - h[j] * h[j]) * dh[j];  /* dhpreact, written over h: dW2 of this row is made */
         h[j] = v;
         sb[j] += v;
-        sg[j] += v * xhat[j];
+        sg[j] += (double)v * xhat[j];
     }
 }
 
 static void NAME(batchnorm_input_grad_and_sum)(int64_t n, real *restrict dh, const real *restrict xhat, real nb,
                                                const real *restrict a, const real *restrict sb,
-                                               const real *restrict csg, real *restrict sum)
+                                               const real *restrict csg, double *restrict sum)
 {
     for (int64_t j = 0; j < n; j++) {
         real v = a[j] * (nb * dh[j] - sb[j] - csg[j] * xhat[j]);  /* dhprebn */
@@ -399,12 +421,14 @@ typedef struct {
     const Data *d;
     const int64_t *ix;
     real *P, *G, *work;
+    double *dwork;  /* (B) the softmax's sums, then per group 3*wmax for the column sums */
 } NAME(Step);
 
 /* One column block's forward: xhat and h of the block (its (B, w) panels), its mean and var_inv, and its
- * share of the logits added to lg (V, B). `table` is the group's (T, V, >= w) scratch. */
+ * share of the logits added to lg (V, B). `table` is the group's (T, V, >= w) scratch, `acc` its
+ * column sums (>= 2 w doubles). */
 static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, real *restrict table,
-                                real *restrict lg)
+                                real *restrict lg, double *restrict acc)
 {
     const Layout *L = st->L;
     const Data *d = st->d;
@@ -416,21 +440,21 @@ static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, rea
     int64_t rows = block_rows(B, w);
     for (int64_t t = 0; t < T; t++)  /* (V, w) C W1_t */
         GEMM('N', 'N', V, w, E, C, E, W1 + t * E * H, H, 0, table + t * V * w, w);
+    double *sum = acc, *ssd = acc + w;
     for (int64_t j = 0; j < w; j++)
-        mean[j] = var_inv[j] = 0;
+        sum[j] = ssd[j] = 0;
     for (int64_t i = 0; i < B; i++) {
         real *x = xhat + i * w;
         memcpy(x, table + data_x(d, st->ix[i], 0) * w, (size_t)w * sizeof(real));
         for (int64_t t = 1; t < T; t++)
             NAME(add_row)(w, x, table + (t * V + data_x(d, st->ix[i], t)) * w);  /* embcat W1 of example i */
-        NAME(add_bias_and_sum)(w, x, b1, mean);  /* hprebn, b1 added as the one-core step does */
+        NAME(add_bias_and_sum)(w, x, b1, sum);  /* hprebn, b1 added as the one-core step does */
     }
     for (int64_t j = 0; j < w; j++)
-        mean[j] /= (real)B;
+        mean[j] = (real)(sum[j] / (double)B);
     for (int64_t i = 0; i < B; i++)
-        NAME(sum_squared_differences)(w, xhat + i * w, mean, var_inv);
-    for (int64_t j = 0; j < w; j++)
-        var_inv[j] = (real)1 / SQRT(var_inv[j] / (real)(B - 1) + (real)BN_EPS);
+        NAME(sum_squared_differences)(w, xhat + i * w, mean, ssd);
+    NAME(mean_and_var_inv)(w, B, sum, ssd, mean, var_inv);
     for (int64_t r0 = 0; r0 < B; r0 += rows) {
         int64_t r1 = r0 + rows < B ? r0 + rows : B;
         for (int64_t i = r0; i < r1; i++)
@@ -450,7 +474,7 @@ static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, rea
  * Then, from the S_t, the first layer's gradients without a K-deep matmul over the batch:
  * dW1_t = embcat_t^T dhprebn = C^T S_t, and dC += dembcat_t scattered by X_t = S_t W1_t^T. */
 static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, real *restrict table,
-                                 real *restrict cols, real *restrict dh, real *restrict dC_g)
+                                 real *restrict cols, double *restrict acc, real *restrict dh, real *restrict dC_g)
 {
     const Layout *L = st->L;
     const Data *d = st->d;
@@ -462,10 +486,11 @@ static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, re
     const real *xhat = st->work + st->K->wo[0] + B * j0, *var_inv = st->work + st->K->wo[8] + j0;
     real *h = st->work + st->K->wo[1] + B * j0;
     const real *dlogitsT = st->work + st->K->wo[2];
-    real *sb = cols, *sg = cols + w, *a = cols + 2 * w, *csg = cols + 3 * w, *sbt = cols + 4 * w;
+    real *a = cols, *csg = cols + w;  /* `cols`: the group's 2*wmax reals, `acc` its 3*wmax doubles */
+    double *sb = acc, *sg = acc + w, *sdb1 = acc + 2 * w;
     int64_t rows = block_rows(B, w);
     for (int64_t j = 0; j < w; j++)
-        sb[j] = sg[j] = 0;
+        sb[j] = sg[j] = sdb1[j] = 0;
     for (int64_t r0 = 0; r0 < B; r0 += rows) {
         int64_t r1 = r0 + rows < B ? r0 + rows : B;
         GEMM('T', 'N', r1 - r0, w, V, dlogitsT + r0, B, W2T, H, 0, dh, w);  /* (rows, w) dh = dlogits W2^T */
@@ -475,22 +500,20 @@ static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, re
     }
     real bessel = (real)((double)B / (double)(B - 1));
     for (int64_t j = 0; j < w; j++) {
-        dbnbias[j] = sb[j];
-        dbngain[j] = sg[j];
+        dbnbias[j] = (real)sb[j];
+        dbngain[j] = (real)sg[j];
         a[j] = bngain[j] * var_inv[j] / (real)B;  /* bngain var_inv / n */
-        csg[j] = bessel * sg[j];  /* n/(n-1) dbngain */
-        sbt[j] = sb[j];
-        sb[j] = 0;  /* now db1 = sum_B dhprebn */
+        csg[j] = bessel * dbngain[j];  /* n/(n-1) dbngain */
     }
     memset(table, 0, (size_t)(T * V * w) * sizeof(real));  /* S_t, t < T */
     for (int64_t i = 0; i < B; i++) {
         real *row = h + i * w;
-        NAME(batchnorm_input_grad_and_sum)(w, row, xhat + i * w, (real)B, a, sbt, csg, sb);
+        NAME(batchnorm_input_grad_and_sum)(w, row, xhat + i * w, (real)B, a, dbnbias, csg, sdb1);
         for (int64_t t = 0; t < T; t++)
             NAME(add_row)(w, table + (t * V + data_x(d, st->ix[i], t)) * w, row);  /* S_t scatter-added */
     }
     for (int64_t j = 0; j < w; j++)
-        db1[j] = sb[j];
+        db1[j] = (real)sdb1[j];
     for (int64_t t = 0; t < T; t++) {
         const real *S = table + t * V * w;
         GEMM('T', 'N', E, w, V, C, E, S, w, 0, dW1 + t * E * H, H);  /* (E, w) dW1_t = C^T S_t */
@@ -505,33 +528,35 @@ static void NAME(group_forward)(void *ctx, int64_t g)
     int64_t V = st->L->V, B = st->L->B, T = st->d->T;
     real *lg = st->work + K->wo[3] + g * V * B;  /* (V, B) this group's share of logits^T */
     real *table = st->work + K->wo[4] + g * T * V * K->wmax;
+    double *acc = st->dwork + B + g * 3 * K->wmax;
     memset(lg, 0, (size_t)(V * B) * sizeof(real));
     for (int64_t blk = g; blk < K->nblk; blk += K->ngroups)
-        NAME(block_forward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, lg);
+        NAME(block_forward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, lg, acc);
 }
 
 static void NAME(group_backward)(void *ctx, int64_t g)
 {
     const NAME(Step) *st = ctx;
     const Blocked *K = st->K;
-    int64_t V = st->L->V, E = st->L->E, T = st->d->T;
+    int64_t V = st->L->V, E = st->L->E, T = st->d->T, B = st->L->B;
     real *dC_g = st->work + K->wo[5] + g * V * E;  /* (V, E) this group's share of dC */
     real *table = st->work + K->wo[4] + g * T * V * K->wmax;
     real *dh = st->work + K->wo[6] + g * K->chunk;
-    real *cols = st->work + K->wo[10] + g * 8 * K->wmax;
+    real *cols = st->work + K->wo[10] + g * 2 * K->wmax;
+    double *acc = st->dwork + B + g * 3 * K->wmax;
     memset(dC_g, 0, (size_t)(V * E) * sizeof(real));
     for (int64_t blk = g; blk < K->nblk; blk += K->ngroups)
-        NAME(block_backward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, cols, dh, dC_g);
+        NAME(block_backward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, cols, acc, dh, dC_g);
 }
 
 /* The blocked step's forward, backward and (if `update`) SGD update; returns the loss, or NaN having
  * done nothing for an index outside the training set. The arenas P, G are laid out as for the one-core
  * step; work by make_blocked. */
-static double NAME(step_blocked)(const Layout *L, const Blocked *K, real *P, real *G, real *work, double *colsum,
+static double NAME(step_blocked)(const Layout *L, const Blocked *K, real *P, real *G, real *work, double *dwork,
                                  int64_t *Yb, const Data *d, const int64_t *ix, double lr, int update)
 {
     int64_t V = L->V, E = L->E, B = L->B;
-    NAME(Step) st = {L, K, d, ix, P, G, work};
+    NAME(Step) st = {L, K, d, ix, P, G, work, dwork};
     real *logitsT = work + K->wo[2], *logits_g = work + K->wo[3], *dC_g = work + K->wo[5];
     real *dC = G + L->po[0];
     if (!NAME(minibatch_targets)(d, ix, B, Yb))
@@ -540,7 +565,7 @@ static double NAME(step_blocked)(const Layout *L, const Blocked *K, real *P, rea
     memcpy(logitsT, logits_g, (size_t)(V * B) * sizeof(real));
     for (int64_t g = 1; g < K->ngroups; g++)  /* in a fixed order: the sum does not depend on which thread ran first */
         NAME(add_row)(V * B, logitsT, logits_g + g * V * B);
-    double loss = NAME(cross_entropy)(V, B, logitsT, P + L->po[4], Yb, G + L->po[4], work + K->wo[9], colsum);
+    double loss = NAME(cross_entropy)(V, B, logitsT, P + L->po[4], Yb, G + L->po[4], work + K->wo[9], dwork);
     run_groups(K->ngroups, NAME(group_backward), &st);
     /* all of dC: the rows no example touched get exact zeros from their zero rows of S_t */
     memcpy(dC, dC_g, (size_t)(V * E) * sizeof(real));
@@ -554,14 +579,14 @@ static double NAME(step_blocked)(const Layout *L, const Blocked *K, real *P, rea
 /* nsteps steps on the minibatches ixs[s] (B int64s each), by the blocked step when K is given, else by
  * the one-core step; losses[s] gets step s's loss. A step whose loss is not finite is the last (its
  * update is made, as a one-step call would make it). Returns the number of steps run. */
-static int64_t NAME(train_steps)(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *colsum,
+static int64_t NAME(train_steps)(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *dwork,
                                  int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
                                  int update, double *losses)
 {
     for (int64_t s = 0; s < nsteps; s++) {
         const int64_t *ix = ixs + s * L->B;
-        double loss = K ? NAME(step_blocked)(L, K, (real *)P, (real *)G, (real *)work, colsum, Yb, d, ix, lr, update)
-                        : NAME(step)(L, (real *)P, (real *)G, (real *)work, colsum, Yb, d, ix, lr, update);
+        double loss = K ? NAME(step_blocked)(L, K, (real *)P, (real *)G, (real *)work, dwork, Yb, d, ix, lr, update)
+                        : NAME(step)(L, (real *)P, (real *)G, (real *)work, dwork, Yb, d, ix, lr, update);
         losses[s] = loss;
         if (!isfinite(loss))
             return s + 1;

@@ -1,5 +1,5 @@
 /* fast_step_kernel.h once per instruction set, for the type fast_step.c has defined `real` as (with
- * GEMM, EXP, TANH, SQRT and NAME, which are undefined at the end, for the next type): the
+ * GEMM, EXP, TANH and NAME, which are undefined at the end, for the next type): the
  * baseline of the architecture always; with GCC on x86-64 (MULTIVERSION) also AVX2 + FMA and AVX-512,
  * each compiled with its instructions allowed, so that the vectoriser uses them. fast_step.c picks the
  * best copy the CPU can run when the module is imported. */
@@ -27,5 +27,4 @@
 #undef GEMM
 #undef EXP
 #undef TANH
-#undef SQRT
 #undef NAME
