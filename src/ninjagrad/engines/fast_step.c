@@ -156,7 +156,7 @@ static int64_t aligned(int64_t n)
  * transposed: the backward's dh = dlogits W2^T and dW2^T = dlogits^T h are then plain row-major
  * products, ~2x faster in OpenBLAS than on transposed operands for H x 27.
  * wo: where embcat, dembcat (B, K), hprebn/xhat, h, dh (B, H), logits^T (V, B), mean, var_inv (H), the
- * softmax's per-example max (B) and the backward's scratch (2 H) start in the activation arena;
+ * softmax's per-example max (B) and the backward's scratch (3 H) start in the activation arena;
  * wo[10] is its size. */
 typedef struct {
     int64_t V, E, K, H, B;
@@ -173,7 +173,7 @@ static void offsets(int64_t *offs, const int64_t *sizes, int n)
 static void make_layout(Layout *L, int64_t V, int64_t E, int64_t K, int64_t H, int64_t B)
 {
     int64_t psizes[7] = {V * E, K * H, H, V * H, V, H, H};
-    int64_t wsizes[10] = {B * K, B * K, B * H, B * H, B * H, V * B, H, H, B, 2 * H};
+    int64_t wsizes[10] = {B * K, B * K, B * H, B * H, B * H, V * B, H, H, B, 3 * H};
     L->V = V, L->E = E, L->K = K, L->H = H, L->B = B;
     offsets(L->po, psizes, 7);
     offsets(L->wo, wsizes, 10);
@@ -494,9 +494,9 @@ static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_
     }
     Data d = {v[XTR].buf, v[YTR].buf, N, T, v[XTR].strides[0], v[XTR].strides[1], v[YTR].strides[0],
               v[XTR].itemsize};
-    /* the steps' sums in double: the softmax's (B), then the batchnorm columns' (3 H for the whole-batch
-     * step, 3 wmax a group for the blocked one) */
-    int64_t columns = have_blocks ? 3 * K.ngroups * K.wmax : 3 * L.H;
+    /* the steps' sums in double: the softmax's (B), then batchnorm's column sums (2 H for the whole-batch
+     * step's forward, 3 wmax a group for the blocked one's forward and backward) */
+    int64_t columns = have_blocks ? 3 * K.ngroups * K.wmax : 2 * L.H;
     size_t ndouble = (size_t)(B + columns);
     dwork = PyMem_RawMalloc(ndouble * sizeof(double));
     if (!dwork) {
