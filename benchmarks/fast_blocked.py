@@ -3,11 +3,11 @@
     python benchmarks/fast_blocked.py                       # 4096x1024, 4096x200, 256x1024
     python benchmarks/fast_blocked.py --shapes 4096x1024 --repeats 9 --widths 64 128 256
 
-Candidates (kernel, BLAS threads): the C kernel (_fast_step.train_steps) on one core; the same with
-BLAS on all cores; and the blocked step (the same entry point given a `blocks` layout), one block group
-per core, each calling a one-thread BLAS. All take turns inside
-one process and the medians of the repeats are printed: the machine is shared, and the load average
-is printed with them. % of peak = bench.step_flops(B, K, H, V) / time / bench.matmul_gflops().
+Candidates (step, BLAS threads): the whole-batch step (_fast_step.train_steps) on one core; the same
+with BLAS on all cores; and the blocked step (the same entry point given a `blocks` layout) on one core
+and with one block group per core, each calling a one-thread BLAS. All take turns inside one process and
+the medians of the repeats are printed: the machine is shared, and the load average is printed with
+them. % of peak = bench.step_flops(B, K, H, V) / time / bench.matmul_gflops().
 """
 from __future__ import annotations
 

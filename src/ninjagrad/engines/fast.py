@@ -4,9 +4,9 @@ The manual engine makes ~40 small torch calls per step, and at the lecture's sha
 in dispatch than in arithmetic. Here the minibatch gather, forward, hand-written backward and SGD
 update run in one C function over buffers allocated once (fast_step.c and fast_step_kernel.h,
 compiled when the package is installed); the six matmuls go to BLAS from inside it, and exp/tanh are
-vectorised. For large batches a second step that goes through the hidden layer block by block, on
-every core, is timed against it on the first steps (Plan). Both compute the same gradients as ops.py,
-which tests/test_fast_engine.py and tests/test_fast_blocked.py hold them to.
+vectorised. From batch x n_hidden = 65,536 a second step goes through the hidden layer block by block
+(on every core, for large steps, when timing before the first step says so). Both compute the same
+gradients as ops.py, which tests/test_fast_engine.py and tests/test_fast_blocked.py hold them to.
 
 The engine keeps its own copy of the parameters, with W2 transposed, in one flat array (as few
 arguments as possible); `sync_to_model` copies it into the model's tensors, and train.py calls it
