@@ -257,6 +257,8 @@ class FastEngine(Engine):
         several threads, the blocked step's per-core partial sums): the choice can change results in
         the last bits, not more, and a checkpoint keeps it (state) so that a resumed run makes the same.
         """
+        if self.Xnp.shape[0] == 0:
+            return 0  # no example to time with (and no step will run)
         n = self.chunk_size(B)
         size = max(self._work_size(B, blocks) for blocks, _ in candidates)
         work, Yb = self._buffers(B, size)
