@@ -72,6 +72,7 @@ def test_float64_gradients_match_autograd(B):
 @example(B=4, T=1, E=2, H=16, V=5, seed=1)
 @example(B=4, T=1, E=6, H=16, V=5, seed=1)
 @example(B=5, T=1, E=9, H=29, V=3, seed=7571)
+@example(B=14, T=1, E=7, H=28, V=2, seed=7)  # two contexts: the float32 mean once made dC 5x less accurate
 def test_float32_gradients_match_manual_engine(B, T, E, H, V, seed):
     model, X, Y, ix = setup(B, T, E, H, V, dtype=torch.float32, seed=seed)
     loss, grads = make_fast_engine(model, X, Y).loss_and_grads(ix)

@@ -94,15 +94,18 @@ static void NAME(sum_squared_differences)(int64_t n, const real *restrict x, con
     }
 }
 
-/* mean = sum / n; var_inv = 1 / sqrt(var + eps), var the Bessel-corrected (n-1) variance, as
- * hpreact.var(0, unbiased=True) */
-static void NAME(mean_and_var_inv)(int64_t n, int64_t B, const double *restrict sum, const double *restrict ssd,
-                                   real *restrict mean, real *restrict var_inv)
+/* mean = sum / n, rounded once */
+static void NAME(mean_from_sum)(int64_t n, int64_t B, const double *restrict sum, real *restrict mean)
 {
-    for (int64_t j = 0; j < n; j++) {
+    for (int64_t j = 0; j < n; j++)
         mean[j] = (real)(sum[j] / (double)B);
+}
+
+/* var_inv = 1 / sqrt(var + eps), var the Bessel-corrected (n-1) variance, as hpreact.var(0, unbiased=True) */
+static void NAME(var_inv_from_ssd)(int64_t n, int64_t B, const double *restrict ssd, real *restrict var_inv)
+{
+    for (int64_t j = 0; j < n; j++)
         var_inv[j] = (real)(1.0 / sqrt(ssd[j] / (double)(B - 1) + BN_EPS));
-    }
 }
 
 static void NAME(normalise_and_tanh)(int64_t n, real *restrict x, const real *restrict mean,
@@ -135,11 +138,10 @@ static void NAME(batchnorm_tanh_forward)(int64_t B, int64_t H, real *restrict hp
         sum[j] = ssd[j] = 0;
     for (int64_t i = 0; i < B; i++)
         NAME(add_bias_and_sum)(H, hprebn + i * H, b1, sum);
-    for (int64_t j = 0; j < H; j++)
-        mean[j] = (real)(sum[j] / (double)B);
+    NAME(mean_from_sum)(H, B, sum, mean);
     for (int64_t i = 0; i < B; i++)
         NAME(sum_squared_differences)(H, hprebn + i * H, mean, ssd);
-    NAME(mean_and_var_inv)(H, B, sum, ssd, mean, var_inv);
+    NAME(var_inv_from_ssd)(H, B, ssd, var_inv);
     for (int64_t i = 0; i < B; i++)
         NAME(normalise_and_tanh)(H, hprebn + i * H, mean, var_inv, bngain, bnbias, h + i * H);
 }
@@ -448,11 +450,10 @@ static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, rea
             NAME(add_row)(w, x, table + (t * V + data_x(d, st->ix[i], t)) * w);  /* embcat W1 of example i */
         NAME(add_bias_and_sum)(w, x, b1, sum);  /* hprebn, b1 added as the one-core step does */
     }
-    for (int64_t j = 0; j < w; j++)
-        mean[j] = (real)(sum[j] / (double)B);
+    NAME(mean_from_sum)(w, B, sum, mean);
     for (int64_t i = 0; i < B; i++)
         NAME(sum_squared_differences)(w, xhat + i * w, mean, ssd);
-    NAME(mean_and_var_inv)(w, B, sum, ssd, mean, var_inv);
+    NAME(var_inv_from_ssd)(w, B, ssd, var_inv);
     for (int64_t r0 = 0; r0 < B; r0 += rows) {
         int64_t r1 = r0 + rows < B ? r0 + rows : B;
         for (int64_t i = r0; i < r1; i++)
