@@ -428,6 +428,17 @@ def test_cuda_graph_engine_matches_manual_engine():
         assert rel(grads[k], ref[k]) <= 1e-10, k
 
 
+def three_float64_steps_match(fast, manual, model, twin, X, B, seed):
+    """Three float64 steps of both engines on the same minibatches give the same losses and parameters."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        ix = torch.randint(0, X.shape[0], (B,), generator=g)
+        assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-11
+    fast.sync_to_model()
+    for k in model.params:
+        assert rel(model.params[k], twin.params[k]) <= 1e-10, k
+
+
 def test_fastest_candidate_is_kept_by_its_second_fastest_call():
     from ninjagrad.engines.fast import fastest
 
@@ -458,13 +469,7 @@ def test_large_batches_time_their_candidates_once_without_touching_the_run():
     fast.sync_to_model()
     for k in model.params:  # and updated nothing
         assert torch.equal(model.params[k], twin.params[k]), k
-    g = torch.Generator().manual_seed(3)
-    for _ in range(3):
-        ix = torch.randint(0, X.shape[0], (B,), generator=g)
-        assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-11
-    fast.sync_to_model()
-    for k in model.params:
-        assert rel(model.params[k], twin.params[k]) <= 1e-10, k
+    three_float64_steps_match(fast, manual, model, twin, X, B, seed=3)
 
 
 @pytest.mark.parametrize("V,blocked", [(27, True), (300, False)])
@@ -482,13 +487,7 @@ def test_mid_sized_batches_take_the_blocked_step_without_trials(V, blocked):
     assert (blocks is not None) == blocked and threads == 1
     if blocked:
         assert blocks.tolist()[:2] == [1, 0]  # one group: this thread
-    g = torch.Generator().manual_seed(8)
-    for _ in range(3):
-        ix = torch.randint(0, X.shape[0], (B,), generator=g)
-        assert abs(fast.step(ix, 0.1) - manual.step(ix, 0.1)) <= 1e-11
-    fast.sync_to_model()
-    for k in model.params:
-        assert rel(model.params[k], twin.params[k]) <= 1e-10, k
+    three_float64_steps_match(fast, manual, model, twin, X, B, seed=8)
 
 
 def test_engine_keeps_its_own_copy_until_synced():
