@@ -305,7 +305,7 @@ class FastEngine(Engine):
         n, B = (1, ixs.shape[0]) if ixs.dim() == 1 else ixs.shape
         if n == 0:
             return []
-        plan = self.plans.get(B) or self._plan(B)
+        plan = self.prepare(B)
         if plan.bufs is None:
             plan.bufs = self._buffers(B, plan.size)
         if len(self.losses) < n:
@@ -329,8 +329,9 @@ class FastEngine(Engine):
         64 steps at batch 32 x n_hidden 200, one step a call from batch 4096 x n_hidden 100 on."""
         return max(1, min(self.MAX_CHUNK, CHUNK_ELEMENTS // (batch_size * self.model.config.n_hidden)))
 
-    def prepare(self, batch_size):
-        self.plans.get(batch_size) or self._plan(batch_size)
+    def prepare(self, batch_size) -> Plan:
+        """The plan for batches of this size, made (and, for large ones, timed) on first use."""
+        return self.plans.get(batch_size) or self._plan(batch_size)
 
     def state(self) -> dict:
         return {"plans": [plan.to_dict(B) for B, plan in self.plans.items()]}
