@@ -26,6 +26,7 @@ def files(tmp_path_factory):
     (d / "loop.py").write_text("# ninjagrad exercise 2\nwhile True:\n    pass\n")
     (d / "syntax.py").write_text("# ninjagrad exercise 2\ndlogits = (\n")
     (d / "crash.py").write_text("# ninjagrad exercise 2\nimport os\nos._exit(3)\n")
+    (d / "latin1.py").write_bytes("# ninjagrad exercise 2\n# \xe9t\xe9\ndlogits = 0\n".encode("latin-1"))
     return d
 
 
@@ -37,19 +38,22 @@ def test_one_wrong_file_table(files):
 
 
 def test_several_files_each_isolated(files):
-    """An infinite loop, a syntax error and a hard crash are reported per file; the good file is still judged."""
-    names = ["loop.py", "good.py", "syntax.py", "crash.py"]
+    """An infinite loop, a syntax error, a hard crash and an unreadable file are reported per file; the good
+    file is still judged."""
+    names = ["loop.py", "good.py", "syntax.py", "crash.py", "latin1.py"]
     p = ninjagrad("check", *[str(files / n) for n in names], "--json", "--timeout", "3", "--jobs", "2")
     lines = [json.loads(line) for line in p.stdout.splitlines()]
     assert [line["file"].rsplit("/", 1)[-1] for line in lines] == names
-    loop, good, syntax, crash = lines
+    loop, good, syntax, crash, latin1 = lines
     assert re.search(r"time limit of 3 s in line [23]\b", loop["error"]), loop
     assert good["exercise"] == 1 and good["summary"]["ok"] and len(good["results"]) == 26
     r = good["results"][0]
     assert set(r) >= {"name", "shape", "verdict", "maxdiff", "ulps", "diagnosis", "plain"}
     assert set(r["plain"]) == {"exact", "approximate", "maxdiff"}
     assert set(good["environment"]) >= {"torch", "device", "dtype"}
-    assert syntax["exit"] == 2 and "syntax.py:2" in syntax["error"]
+    (dlogits,) = syntax["results"]  # a line that does not parse is one error verdict
+    assert dlogits["verdict"] == "error" and "syntax error" in dlogits["note"] and dlogits["line"] == 2
+    assert latin1["exit"] == 2 and "latin1.py:2: not UTF-8" in latin1["error"]
     assert "crashed" in crash["error"] and "exit status 3" in crash["error"]
     assert p.returncode == 2  # the worst of the files: a usage error (unparsable file)
 
@@ -60,14 +64,18 @@ def test_exit_0_when_all_right(files, capsys):
 
 
 def test_usage_errors_are_one_line(files, capsys, tmp_path):
-    assert main(["check", str(files / "syntax.py")]) == 2
+    assert main(["check", str(files / "latin1.py")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "syntax.py:2: syntax error" in err
+    assert err.count("\n") == 1 and "latin1.py:2: not UTF-8" in err
     assert main(["check", str(tmp_path / "absent.py")]) == 2
     assert "no such file" in capsys.readouterr().err
-    (tmp_path / "plain.py").write_text("dlogits = ...\n")
+    (tmp_path / "plain.py").write_text("x = 1\n")
     assert main(["check", str(tmp_path / "plain.py")]) == 2
-    assert "--exercise" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nothing to judge" in err and "--exercise" in err
+    (tmp_path / "nb.ipynb").write_text("{not json")
+    assert main(["check", str(tmp_path / "nb.ipynb")]) == 2
+    assert "nb.ipynb:1: not a notebook" in capsys.readouterr().err
     assert main(["check", str(files / "good.py"), "--exercise", "99"]) == 2
     assert "no such exercise" in capsys.readouterr().err
 

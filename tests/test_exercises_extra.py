@@ -55,7 +55,7 @@ def solution64(number):
     sol = parse_learner("solution.py", ctx.ex.read("solution.py"))
     forced = run_forced(sol, ctx.t64, None, ctx.judged, ctx.ex.given)
     assert not forced.errors
-    return {x: forced.values32["d" + x] for x in ctx.judged}, ctx.t64
+    return {x: forced.values32[x] for x in ctx.judged}, ctx.t64
 
 
 def close(a, b, tol=1e-12):

@@ -5,7 +5,10 @@ a dropped keepdim, a transposed matmul, a sum over the wrong axis, an alias with
 `dC[Xb] += demb` (repeated indices lost). Each mutant must get a verdict other than exact/rounding for
 its gradient with the expected diagnosis kind, and every other gradient must stay right (teacher
 forcing keeps mistakes local). Mutants that are mathematically equivalent (the logit_maxes branch and
-the bias b1, whose true gradients are zero) must be judged rounding, not wrong.
+the bias b1, whose true gradients are zero) must be judged rounding, not wrong. Two kinds pass with a
+note instead: a dropped keepdim whose shape broadcasts like the tensor's ((64,) for (1, 64), the
+lecture's own dbnmeani; a shape failure under --strict-shapes), and an alias whose in-place change
+adds only the zero branch through logit_maxes.
 
 Run as a script to print the mutation score: `python tests/test_mutations.py`.
 """
@@ -23,8 +26,9 @@ ZERO_GRADIENT = {"logit_maxes", "b1"}  # mathematically zero: sign and scale mut
 class Mutant:
     op: str  # which mutation
     target: str  # the gradient it breaks (for aliasing: the one changed through the alias)
-    expect: str  # the diagnosis kind, or "equivalent"
+    expect: str  # the diagnosis kind, "equivalent", or "passes" (right, with a note)
     source: str
+    note: str = ""  # for "passes": a word the note must hold
 
 
 def statements(source: str):
@@ -38,7 +42,7 @@ def statements(source: str):
 
 
 def writes(node) -> set[str]:
-    from ninjagrad.check.runner import writes_of
+    from ninjagrad.check.statements import writes_of
     return writes_of(node)
 
 
@@ -46,7 +50,7 @@ def rebuild(parts: list[str]) -> str:
     return "\n".join(p for p in parts if p is not None) + "\n"
 
 
-def mutants(source: str, judged: list[str]) -> list[Mutant]:
+def mutants(source: str, judged: list[str], shapes: dict) -> list[Mutant]:
     stmts = statements(source)
     texts = [t for _, t in stmts]
     out: list[Mutant] = []
@@ -87,12 +91,13 @@ def mutants(source: str, judged: list[str]) -> list[Mutant]:
             if isinstance(stmts[i][0], ast.AugAssign):
                 kind = "equivalent" if x == "logits" else "missing_branch"
                 out.append(Mutant("drop branch", x, kind, replaced(i, None)))
-        # keepdim dropped
+        # keepdim dropped: (64,) for a (1, 64) tensor broadcasts alike and passes with a note
+        alike = len(shapes[x]) == 2 and shapes[x][0] == 1
         for i in idx:
             for kw in ("keepdim=True", "keepdims=True"):
                 if kw in texts[i]:
-                    out.append(Mutant("drop keepdim", x, "broadcast",
-                                      replaced(i, texts[i].replace(", " + kw, ""))))
+                    out.append(Mutant("drop keepdim", x, "passes" if alike else "broadcast",
+                                      replaced(i, texts[i].replace(", " + kw, "")), note="keepdim"))
         # wrong axis of a sum
         for i in idx:
             t = texts[i]
@@ -111,7 +116,9 @@ def mutants(source: str, judged: list[str]) -> list[Mutant]:
             t = texts[i]
             if ".clone()" in t:
                 victim = t.split("=", 1)[1].split(".clone()")[0].strip()[1:]
-                out.append(Mutant("alias without clone", victim, "aliasing", replaced(i, t.replace(".clone()", ""))))
+                zero = victim == "norm_logits"  # the += that follows adds the branch through logit_maxes, ~0
+                out.append(Mutant("alias without clone", victim, "passes" if zero else "aliasing",
+                                  replaced(i, t.replace(".clone()", "")), note="clone"))
         # duplicate index: the loop over Xb replaced by an indexed +=
         for i in idx:
             if isinstance(stmts[i][0], ast.For):
@@ -119,18 +126,24 @@ def mutants(source: str, judged: list[str]) -> list[Mutant]:
     return out
 
 
-def run_mutants(ctx):
+def all_mutants(ctx) -> list[Mutant]:
+    shapes = {x: tuple(g.shape) for x, g in ctx.t32.grads.items()}
+    return mutants(ctx.ex.read("solution.py"), ctx.judged, shapes)
+
+
+def run_mutants(ctx, strict_shapes: bool = False):
     from ninjagrad.check.core import check_source
 
-    source = ctx.ex.read("solution.py")
     rows = []
-    for m in mutants(source, ctx.judged):
-        report = check_source(f"<mutant {m.op} d{m.target}>", m.source, ctx)
+    for m in all_mutants(ctx):
+        report = check_source(f"<mutant {m.op} d{m.target}>", m.source, ctx, strict_shapes=strict_shapes)
         by = {r["name"]: r for r in report["results"]}
         r = by[m.target]
         others_ok = all(o["verdict"] in ("exact", "rounding") for name, o in by.items() if name != m.target)
         if m.expect == "equivalent":
             caught = r["verdict"] in ("exact", "rounding")
+        elif m.expect == "passes":
+            caught = r["verdict"] in ("exact", "rounding") and m.note in (r["note"] or "")
         else:
             caught = r["verdict"] not in ("exact", "rounding") and r["diagnosis"] is not None \
                 and r["diagnosis"]["kind"] == m.expect
@@ -160,6 +173,11 @@ def test_every_mutant_is_caught_with_the_right_kind(ctx):
     assert {"sign", "factor", "drop", "wrong", "transpose", "alias", "duplicate"} <= ops
 
 
+def test_strict_shapes_fail_every_dropped_keepdim(ctx):
+    rows = [(m, got) for m, hit, got, ok in run_mutants(ctx, strict_shapes=True) if m.op == "drop keepdim"]
+    assert len(rows) >= 5 and all(got == "broadcast" for _, got in rows), rows
+
+
 def test_equivalent_mutants_are_reported_as_such(ctx):
     rows = run_mutants(ctx)
     eq = [(m, got) for m, hit, got, ok in rows if m.expect == "equivalent"]
@@ -173,7 +191,7 @@ def test_a_broken_checker_would_fail_this_suite(ctx):
 
     source = ctx.ex.read("solution.py")
     assert check_source("<solution>", source, ctx)["summary"]["ok"]
-    m = next(m for m in mutants(source, ctx.judged) if m.op == "sign" and m.target == "hpreact")
+    m = next(m for m in all_mutants(ctx) if m.op == "sign" and m.target == "hpreact")
     rep = check_source("<m>", m.source, ctx)
     bad = [r["name"] for r in rep["results"] if r["verdict"] not in ("exact", "rounding")]
     assert bad == ["hpreact"]
@@ -189,4 +207,5 @@ if __name__ == "__main__":
         print(f"{'ok  ' if hit else 'MISS'} {m.op:32s} d{m.target:16s} expected {m.expect:16s} got {got}")
     caught = sum(hit for _, hit, _, _ in rows)
     print(f"mutation score: {caught}/{len(rows)} mutants judged as expected "
-          f"({sum(m.expect == 'equivalent' for m, *_ in rows)} of them equivalent, reported as rounding)")
+          f"({sum(m.expect == 'equivalent' for m, *_ in rows)} of them equivalent, reported as rounding; "
+          f"{sum(m.expect == 'passes' for m, *_ in rows)} right with a note)")

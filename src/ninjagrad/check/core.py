@@ -1,8 +1,14 @@
-"""Check one learner file against an exercise: prepare the traces once, then judge every gradient."""
+"""Judge a learner's statements against one exercise: prepare the traces once, then every gradient.
+
+A Context is an exercise on one batch: the forward traced in float32 and float64, which gradients
+are judged, which are given (autograd's values, as a notebook would hold the learner's own), and the
+package's solution on this platform. It comes from a built-in exercise (the lecture's forward and
+init), a user's forward script (`--forward`), or a notebook's own forward (own_forward.py).
+"""
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -11,24 +17,36 @@ from ..errors import UsageError
 from .batch import Setup, make_setup, trace_pair
 from .diagnose import Diagnosis
 from .exercises import Exercise, forward_exercise, get_exercise
-from .runner import call_backward, parse_learner, run_forced, run_plain
+from .files import precheck, read_source
+from .names import did_you_mean
+from .runner import Failure, Program, call_backward, parse_learner, run_forced, run_plain
+from .statements import Unit
 from .trace import Trace
 from .verdicts import OK, Result, judge, plain_cmp
 
-VERDICT_ORDER = ("exact", "rounding", "wrong", "shape", "missing", "error")
+VERDICT_ORDER = ("exact", "rounding", "wrong", "shape", "missing", "error", "uses-autograd")
+SCOPE_SHOWN = 24  # names listed when a learner's name is undefined
 
 
 @dataclass
 class Context:
-    """An exercise on one batch: both traces, what is judged, and the package's solution on this platform."""
+    """An exercise on one batch: both traces, what is judged and given, the package's solution."""
     ex: Exercise
     setup: Setup
     t32: Trace
     t64: Trace
-    judged: list[str]  # node names, in the order the solution finishes them
-    solution: dict  # node -> the solution's float32 value on this platform
+    judged: list[str]  # node names, in the order a solution finishes them
+    solution: dict  # node -> the package's solution's float32 value on this platform
     seed: int
     device: str
+    given: list[str] = field(default_factory=list)  # nodes whose autograd gradient is in scope
+    forward: str = "the lecture's"  # whose forward the gradients are judged against (for the report)
+
+
+def upstream_of(t32: Trace, judged: list[str]) -> list[str]:
+    """Nodes before the first judged one in backward order: their gradients exist when it is written."""
+    first = min((t32.nodes.index(x) for x in judged if x in t32.nodes), default=0)
+    return [x for x in t32.nodes[:first] if x not in judged]
 
 
 def prepare(exercise: int | None, seed: int | None = None, device: str = "cpu", data: str | None = None,
@@ -48,20 +66,32 @@ def prepare_exercise(exercise: int, seed: int | None = None, device: str = "cpu"
     unknown = [x for x in judged + ex.given if x not in t32.grads]
     if unknown:
         raise UsageError(f"{ex.path('exercise.json')}: {', '.join(unknown)} carry no gradient in the forward script")
+    given = list(dict.fromkeys(ex.given + (upstream_of(t32, judged) if ex.given_upstream else [])))
+    ctx = Context(ex, setup, t32, t64, judged, {}, ex.seed if seed is None else seed, device, given)
+    ctx.solution, order = solution_values(ctx)
+    if order:
+        ctx.judged = sorted(judged, key=lambda x: order.get(x, 10**9))
+    if ex.kind != "function" and len(ctx.solution) < len(judged):
+        raise RuntimeError(f"the package's solution to exercise {ex.id} failed on its own forward")
+    return ctx
+
+
+def solution_values(ctx: Context) -> tuple[dict, dict]:
+    """The package's solution run on this context: node -> its float32 value, and node -> the line
+    where it finishes (the order its table lists them). Empty when it does not fit the forward."""
+    ex = ctx.ex
+    if not ex.folder:
+        return {}, {}
     sol = parse_learner(ex.path("solution.py"), ex.read("solution.py"))
     if ex.kind == "function":
-        grads, err = call_backward(sol, ex.function, t32, torch.float32)
-        if err is not None:
-            raise RuntimeError(f"the package's solution to exercise {ex.id} failed: line {err[0]}: {err[1]}")
-        solution = dict(grads)
-    else:
-        forced = run_forced(sol, t32, None, judged, ex.given)
-        if forced.errors:
-            raise RuntimeError(f"the package's solution to exercise {ex.id} failed: {forced.errors}")
-        solution = {x: forced.values32.get("d" + x) for x in judged}
-        order = sorted(judged, key=lambda x: forced.lines.get("d" + x, 10**9))
-        judged = order
-    return Context(ex, setup, t32, t64, judged, solution, ex.seed if seed is None else seed, device)
+        grads, err = call_backward(sol, ex.function, ctx.t32, torch.float32)
+        return (dict(grads) if err is None else {}), {}
+    try:
+        forced = run_forced(sol, ctx.t32, None, ctx.judged, ctx.given)
+    except UsageError:
+        return {}, {}
+    values = {x: v for x, v in forced.values32.items() if x not in forced.errors and torch.is_tensor(v)}
+    return values, {x: u.line for x, u in forced.units.items()}
 
 
 def prepare_forward(path: str, seed: int | None = None, device: str = "cpu") -> Context:
@@ -71,7 +101,8 @@ def prepare_forward(path: str, seed: int | None = None, device: str = "cpu") -> 
     t32, t64 = trace_pair(ex, setup)
     if not t32.nodes:
         raise UsageError(f"{path}: nothing to judge: no param(...) reaches `{ex.output}` through a named step")
-    return Context(ex, setup, t32, t64, list(t32.nodes), {}, ex.seed if seed is None else seed, device)
+    return Context(ex, setup, t32, t64, list(t32.nodes), {}, ex.seed if seed is None else seed, device,
+                   forward=f"your forward script {path}")
 
 
 def environment(ctx: Context) -> dict:
@@ -79,26 +110,68 @@ def environment(ctx: Context) -> dict:
                  if torch.is_tensor(ctx.solution.get(x)) and not torch.equal(ctx.solution[x], ctx.t32.grads[x])]
     return {"torch": torch.__version__, "python": platform.python_version(), "device": ctx.device,
             "dtype": "float32", "data": ctx.setup.source, "seed": ctx.seed, "batch_size": ctx.setup.n,
-            "solution_not_exact": not_exact}
+            "forward": ctx.forward, "solution_not_exact": not_exact}
 
 
-def aliasing(x: str, r: Result, where: tuple[int, str]) -> Diagnosis:
-    line, src = where
-    return Diagnosis("aliasing", f"d{x} was {r.verdict} at line {r.line}, but line {line} (`{src}`) changed it "
-                                 f"in place afterwards: another variable is the same tensor (e.g. `dhprebn = d{x}` "
-                                 "without .clone()). Copy with .clone() before changing it")
+# --- notes that explain a verdict ----------------------------------------------------------------
+
+def aliasing(x: str, r: Result, u: Unit, harmless: bool) -> Diagnosis | str:
+    where = f"{u.where} (`{u.first_line()}`)"
+    if harmless:
+        return (f"{where} changes d{x} in place afterwards (another variable is the same tensor: copy with "
+                ".clone()); here it only adds a term that is zero up to rounding, so the value stays right")
+    return Diagnosis("aliasing", f"d{x} was {r.verdict} at {r.where}, but {where} changed it in place afterwards: "
+                                 f"another variable is the same tensor (e.g. `dhprebn = d{x}` without .clone()). "
+                                 "Copy with .clone() before changing it")
 
 
-def judge_function(lf, fname: str, t32: Trace, t64: Trace, judged: list[str], n: int,
+def in_scope(t32: Trace) -> list[str]:
+    """Names a learner's statements may read: the forward's tensors, its parameters and inputs, sizes."""
+    names = [k for k, v in t32.namespace.items() if not k.startswith("_") and
+             (torch.is_tensor(v) or (isinstance(v, int) and not isinstance(v, bool)))]
+    return sorted(names, key=lambda k: (not torch.is_tensor(t32.namespace[k]), k))
+
+
+def undefined_note(f: Failure, ctx: Context) -> str:
+    """For a NameError: the closest name in scope, what is in scope, and where to go from there."""
+    names = in_scope(ctx.t32)
+    close = did_you_mean(f.name, names + [k for k in ctx.t32.namespace if not k.startswith("_")])
+    shown = ", ".join(names[:SCOPE_SHOWN]) + (", ..." if len(names) > SCOPE_SHOWN else "")
+    text = f"; did you mean `{close}`?" if close else ""
+    text += f" In scope ({ctx.forward} forward): {shown}."
+    if ctx.forward == "the lecture's":
+        text += (" If your notebook names things differently, check the notebook itself (ninjagrad check "
+                 "NOTEBOOK.ipynb) or give your forward with --forward FORWARD.py")
+    return text
+
+
+def failure_note(f: Failure, ctx: Context) -> str:
+    return f.message + (undefined_note(f, ctx) if f.name else "")
+
+
+def missing_note(x: str, prog: Program, written: dict[str, Unit], known: set[str]) -> str:
+    dvar = prog.dvar(x)
+    note = f"{dvar} is never assigned"
+    stray = [w for w in written if w.startswith("d") and w not in known]
+    close = did_you_mean(dvar, stray)
+    if close:
+        note += (f"; did you mean `{close}` ({written[close].where})? Name it {dvar}, or compare it with "
+                 f"cmp('{x}', {close}, {x}) so the checker knows")
+    return note
+
+
+# --- judging ------------------------------------------------------------------------------------------
+
+def judge_function(prog: Program, fname: str, t32: Trace, t64: Trace, judged: list[str], n: int,
                    solution: dict | None = None) -> list[Result]:
     """Call the file's backward(...) on both traces and judge every parameter gradient it returns."""
-    g32, err = call_backward(lf, fname, t32, t32.dtype)
-    g64, _ = call_backward(lf, fname, t64, torch.float64) if err is None else (None, None)
+    g32, err = call_backward(prog, fname, t32, t32.dtype)
+    g64, _ = call_backward(prog, fname, t64, torch.float64) if err is None else (None, None)
     results = []
     for x in judged:
         shape = tuple(t32.grads[x].shape)
         if err is not None:
-            r = Result(x, shape, "error", note=f"line {err[0]}: {err[1]}", line=err[0])
+            r = Result(x, shape, "error", note=err.message, line=err.line, cell=err.cell)
         elif x not in g32:
             r = Result(x, shape, "missing", note=f"{fname}() returned no '{x}'")
         else:
@@ -109,56 +182,82 @@ def judge_function(lf, fname: str, t32: Trace, t64: Trace, judged: list[str], n:
     return results
 
 
-def check_source(path: str, source: str, ctx: Context) -> dict:
-    """Judge every gradient of a learner's file; return the JSON-ready report."""
-    ex, t32, t64 = ctx.ex, ctx.t32, ctx.t64
-    lf = parse_learner(path, source)
-    n = ctx.setup.n
-    results: list[Result] = []
-    problems: list[dict] = []
-
-    def judge_one(x, mine32, mine64):
-        return judge(x, mine32, mine64, t32.grads[x], t64.grads[x], t64.scale.get(x, 1.0), n,
-                     t64.edges.get(x, []), ctx.solution.get(x))
-
-    if ex.kind == "function":
-        results = judge_function(lf, ex.function, t32, t64, ctx.judged, n, ctx.solution)
-    else:
-        forced = run_forced(lf, t32, t64, ctx.judged, ex.given)
-        plain = run_plain(lf, t32, ctx.judged, ex.given)
-        for x in ctx.judged:
-            dvar = "d" + x
-            shape = tuple(t32.grads[x].shape)
-            if dvar in forced.errors:
-                line, msg = forced.errors[dvar]
-                r = Result(x, shape, "error", note=f"line {line}: {msg}", line=line)
-            elif dvar not in forced.values32:
-                r = Result(x, shape, "missing", note=f"{dvar} is never assigned")
+def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False) -> tuple[list[Result], dict]:
+    """Teacher-forced and plain runs of the program; a Result per judged gradient, and run facts."""
+    t32, t64 = ctx.t32, ctx.t64
+    forced = run_forced(prog, t32, t64, ctx.judged, ctx.given)
+    plain, plain_failures = run_plain(prog, t32, ctx.judged, ctx.given)
+    written = prog.written()
+    known = {prog.dvar(x) for x in t32.grads}
+    results = []
+    for x in ctx.judged:
+        shape = tuple(t32.grads[x].shape)
+        dvar = prog.dvar(x)
+        if x in forced.autograd:
+            u, how = forced.autograd[x]
+            r = Result(x, shape, "uses-autograd", line=u.line, cell=u.cell,
+                       note=f"{dvar} {how} ({u.where}): that is autograd's answer, not a gradient written by hand")
+        elif x in forced.errors:
+            f = forced.errors[x]
+            r = Result(x, shape, "error", note=failure_note(f, ctx), line=f.line, cell=f.cell)
+        elif x not in forced.values32:
+            r = Result(x, shape, "missing", note=missing_note(x, prog, written, known))
+        else:
+            r = judge(x, forced.values32[x], forced.values64.get(x), t32.grads[x], t64.grads[x],
+                      t64.scale.get(x, 1.0), ctx.setup.n, t64.edges.get(x, []), ctx.solution.get(x),
+                      strict_shapes=strict_shapes)
+            u = forced.units[x]
+            r.line, r.cell = u.line, u.cell
+        if x in forced.aliased and r.verdict in OK:
+            u, harmless = forced.aliased[x]
+            found = aliasing(x, r, u, harmless)
+            if isinstance(found, Diagnosis):
+                r.diagnosis, r.verdict = found, "wrong"
             else:
-                r = judge_one(x, forced.values32[dvar], forced.values64.get(dvar))
-                r.line = forced.lines[dvar]
-            if dvar in forced.aliased and r.verdict in OK:
-                r.diagnosis = aliasing(x, r, forced.aliased[dvar])
-                r.verdict = "wrong"
-            r.plain = plain[x]
-            results.append(r)
-        problems = [{"line": line, "message": msg} for line, msg in forced.problems]
+                r.note = f"{r.note}; {found}" if r.note else found
+        if dvar != "d" + x:
+            r.dvar = dvar
+        r.plain = plain_cmp(plain.get(x), t32.grads[x])
+        results.append(r)
+    problems = [{"line": f.line, "cell": f.cell, "message": failure_note(f, ctx)} for f in forced.problems]
+    return results, {"problems": problems, "plain_failed": len(plain_failures)}
 
+
+def summarise(results: list[Result], plain_failed: int = 0) -> dict:
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICT_ORDER}
     ok = all(r.verdict in OK for r in results)
     plain_bad = sum(1 for r in results if r.plain and r.plain.get("exact") is not True)
+    # the lecture's cmp cascade: right under teacher forcing, not exact in the plain run
+    cascade = sum(1 for r in results if r.verdict in OK and r.plain and r.plain.get("exact") is False)
     text = ", ".join(f"{c} {v}" for v, c in counts.items() if c)
     text += (": every gradient is right" if ok else ": not there yet")
-    return {"exercise": ex.id or None, "forward": ex.forward_file, "file": path,
-            "results": [r.to_dict() for r in results],
-            "summary": {**counts, "total": len(results), "ok": ok, "plain_not_exact": plain_bad, "text": text},
+    return {**counts, "total": len(results), "ok": ok, "plain_not_exact": plain_bad,
+            "cascade": cascade if plain_failed == 0 and len(results) > 1 else 0, "text": text}
+
+
+def check_program(prog: Program, ctx: Context, strict_shapes: bool = False) -> dict:
+    """Judge every gradient of a learner's program; return the JSON-ready report."""
+    ex = ctx.ex
+    prog.learn(set(ctx.t32.grads))
+    problems, plain_failed = [], 0
+    if ex.kind == "function":
+        results = judge_function(prog, ex.function, ctx.t32, ctx.t64, ctx.judged, ctx.setup.n, ctx.solution)
+    else:
+        results, facts = judge_statements(prog, ctx, strict_shapes)
+        problems, plain_failed = facts["problems"], facts["plain_failed"]
+    cells = sorted({u.cell for u in prog.units if u.cell is not None})
+    return {"exercise": ex.id or None, "forward": ex.forward_file, "file": prog.path, "cells": cells,
+            "results": [r.to_dict() for r in results], "summary": summarise(results, plain_failed),
             "problems": problems, "environment": environment(ctx)}
+
+
+def check_source(path: str, source: str, ctx: Context, strict_shapes: bool = False) -> dict:
+    """Judge the statements of a plain file (all of it one program) against the context."""
+    return check_program(parse_learner(path, source), ctx, strict_shapes)
 
 
 def check_file(path: str, exercise: int | None = None, seed: int | None = None, device: str = "cpu",
                data: str | None = None, forward: str | None = None) -> dict:
-    """Read, parse and judge one file (in this process); against a user's forward script if given."""
-    from .files import precheck, read_source
-
+    """Read and judge one plain file (in this process); against a user's forward script if given."""
     exercise = precheck(path, exercise, forward)
     return check_source(path, read_source(path), prepare(exercise, seed, device, data, forward))

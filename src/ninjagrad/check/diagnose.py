@@ -11,6 +11,7 @@ from itertools import combinations
 
 import torch
 
+from .statements import shape_str
 from .trace import Edge
 
 CLOSE = 1e-8  # relative to the node's scale: float64 rounding is ~1e-15, real mistakes are ~1
@@ -28,10 +29,6 @@ class Diagnosis:
 
 def close(a: torch.Tensor, b: torch.Tensor, scale: float, tol: float = CLOSE) -> bool:
     return a.shape == b.shape and (a - b).abs().max().item() <= tol * scale
-
-
-def shape_str(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
 
 
 def broadcast_shape(a, b) -> tuple | None:
@@ -70,6 +67,16 @@ def factor_str(c: float, n: int) -> str:
     return f"{c:.6g}"
 
 
+def sum_advice(axes: list[int], lead: int) -> str:
+    """The sum that gives the tensor's shape: leading axes the tensor lacks go away, axes where it
+    has a 1 stay (keepdim): `.sum(0)` for a (27,) bias, `.sum(0, keepdim=True)` for a (1, 64) gain."""
+    def call(ax, keep):
+        arg = str(ax[0]) if len(ax) == 1 else str(tuple(ax))
+        return f".sum({arg}, keepdim=True)" if keep else f".sum({arg})"
+    dropped, kept = [a for a in axes if a < lead], [a - len([d for d in axes if d < lead]) for a in axes if a >= lead]
+    return "".join(call(ax, keep) for ax, keep in ((dropped, False), (kept, True)) if ax)
+
+
 def diagnose_shape(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: float, tol: float = CLOSE) -> Diagnosis:
     """The learner's gradient has the wrong shape: say which way."""
     ms, rs = shape_str(mine.shape), shape_str(ref.shape)
@@ -93,8 +100,17 @@ def diagnose_shape(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: floa
                                           f"{name} has no such dim; drop keepdim or use .view({name}.shape)")
         if same:
             return Diagnosis("other", f"{need}; the values are right: reshape it, e.g. .view({name}.shape)")
-    # a gradient that was never summed over the axes its forward value was broadcast along
+    # a gradient left at the size of an upstream factor: (1, H) where the tensor is (B, H)
     both = broadcast_shape(mine.shape, ref.shape)
+    if both == tuple(ref.shape) and mine.numel() < ref.numel():
+        axes = [i for i, (a, b) in enumerate(zip((1,) * (ref.dim() - mine.dim()) + tuple(mine.shape), ref.shape))
+                if a == 1 and b != 1]
+        right = close(mine.expand(ref.shape), ref, scale, tol)
+        values = "its values are right in every position" if right else "and the values differ too"
+        return Diagnosis("broadcast", f"{need}: the broadcast to {name}'s shape is missing (along axis "
+                                      f"{', '.join(map(str, axes))}; {values}). A gradient has its tensor's shape: "
+                                      f"expand it, e.g. torch.ones_like({name}) * ...")
+    # a gradient that was never summed over the axes its forward value was broadcast along
     bigger = both is not None and both == tuple(mine.shape)
     if bigger and mine.numel() > ref.numel():
         lead = mine.dim() - ref.dim()
@@ -103,8 +119,7 @@ def diagnose_shape(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: floa
         values = "summed there it is right" if close(summed, ref, scale, tol) else "and even summed it differs"
         return Diagnosis("broadcast", f"{need}: not summed over the broadcast axis {', '.join(map(str, axes))} "
                                       f"({values}). The forward stretched {name} along that axis, so its "
-                                      f"gradient sums over it: .sum({axes[0] if len(axes) == 1 else tuple(axes)}, "
-                                      "keepdim=True)")
+                                      f"gradient sums over it: {sum_advice(axes, lead)}")
     if mine.numel() != ref.numel() or mine.dim() == ref.dim():
         return Diagnosis("axis", f"{need}: summed over the wrong axis; sum over the axes along which the "
                                  f"forward broadcast {name} (where its shape has 1s), not the others")

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UsageError
+from ..textfile import read_utf8
 
 TEMPLATE_TAG = re.compile(r"^#\s*ninjagrad exercise (\d+)\b", re.MULTILINE)
 
@@ -35,18 +36,23 @@ class Exercise:
     seed: int = 2147483647  # the lecture's generator seed: init, then the minibatch
     n: int | None = None  # the count a mean or Bessel's n-1 divides by, for diagnoses (default: the batch)
     forward_file: str | None = None  # a user's forward script (`ninjagrad check --forward`), read from disk
+    forward_of: str | None = None  # the folder whose forward.py this exercise shares (None: its own)
+    given_upstream: bool = False  # also give the gradients a notebook holds by then (those before the judged)
+
+    def _folder(self, filename: str) -> str:
+        return self.forward_of if filename == "forward.py" and self.forward_of else self.folder
 
     def read(self, filename: str) -> str:
         if self.forward_file is not None and filename == "forward.py":
-            from .files import read_source
-            return read_source(self.forward_file)
-        return (resources.files("ninjagrad") / "exercises" / self.folder / filename).read_text(encoding="utf-8")
+            return read_utf8(self.forward_file, "a Python file")
+        return (resources.files("ninjagrad") / "exercises" / self._folder(filename) / filename).read_text(
+            encoding="utf-8")
 
     def path(self, filename: str) -> str:
         """A readable name for messages (the package-relative path, or the user's file)."""
         if self.forward_file is not None and filename == "forward.py":
             return self.forward_file
-        return f"ninjagrad/exercises/{self.folder}/{filename}"
+        return f"ninjagrad/exercises/{self._folder(filename)}/{filename}"
 
 
 def forward_exercise(path: str) -> Exercise:

@@ -1,14 +1,13 @@
-"""Render a check report: a rich table per file and a summary line (or the JSON as it is)."""
+"""Render a check report: a rich table per file (per exercise for a notebook) and a summary line,
+or the JSON as it is."""
 from __future__ import annotations
 
 import json
 
-
-def shape_str(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+from .statements import shape_str
 
 STYLE = {"exact": "bold green", "rounding": "green", "wrong": "bold red", "shape": "bold red",
-         "missing": "yellow", "error": "bold magenta"}
+         "missing": "yellow", "error": "bold magenta", "uses-autograd": "bold red"}
 
 
 def fmt(x, spec=".2g"):
@@ -39,13 +38,30 @@ def note_str(r: dict) -> str:
 NOTES_BELOW = 140  # narrower terminals: the notes go below the table, where they can wrap at full width
 
 
+def where_str(r: dict) -> str:
+    """ (line 7)" or " (cell 12, line 7)" for a verdict that needs its place."""
+    if not r.get("line"):
+        return ""
+    return f" (cell {r['cell']}, line {r['line']})" if r.get("cell") else f" (line {r['line']})"
+
+
+def cells_str(cells: list) -> str:
+    if not cells:
+        return ""
+    return f", cell {cells[0]}" if len(cells) == 1 else f", cells {cells[0]}-{cells[-1]}"
+
+
 def render(report: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     env = report.get("environment", {})
     what = f"exercise {report['exercise']}" if report.get("exercise") else f"forward {report.get('forward')}"
-    title = f"{report['file']}: {what}"
+    title = f"{report['file']}: {what}{cells_str(report.get('cells'))}"
+    if report.get("attempted") is False or not report["results"]:
+        style = "yellow" if report.get("attempted") is False else "bold magenta"
+        console.print(f"[bold]{escape(title)}[/]: [{style}]{escape(report['summary']['text'])}[/]")
+        return
     below = console.width < NOTES_BELOW
     t = Table(title=escape(title), title_justify="left", show_lines=False, expand=False)
     t.add_column("gradient", style="bold", no_wrap=True)
@@ -59,11 +75,11 @@ def render(report: dict, console) -> None:
     notes = []
     for r in report["results"]:
         v = r["verdict"]
-        line = f" (line {r['line']})" if r.get("line") and v not in ("exact", "rounding") else ""
+        line = where_str(r) if v not in ("exact", "rounding") else ""
         note = note_str({**r, "note": escape(r["note"]) if r.get("note") else None,
                          "diagnosis": ({**r["diagnosis"], "message": escape(r["diagnosis"]["message"])}
                                        if r.get("diagnosis") else None)})
-        cells = ["d" + r["name"], shape_str(r["shape"]), f"[{STYLE[v]}]{v}[/]" + ("" if below else line),
+        cells = [r.get("dvar") or "d" + r["name"], shape_str(r["shape"]), f"[{STYLE[v]}]{v}[/]" + ("" if below else line),
                  fmt(r["maxdiff"]), ulps_str(r["ulps"]), plain_str(r["plain"], " " if below else " / ")]
         if below:
             if note:
@@ -76,14 +92,18 @@ def render(report: dict, console) -> None:
     for i, text in enumerate(notes, 1):  # rich wraps each at the terminal's width
         console.print(f"[dim]\\[{i}][/] {text}")
     for p in report.get("problems", []):
-        console.print(f"[magenta]line {p['line']}[/]: {escape(p['message'])} (assigns no gradient; ignored)")
+        console.print(f"[magenta]{where_str(p).strip(' ()')}[/]: {escape(p['message'])} (assigns no gradient; "
+                      "ignored)")
     s = report["summary"]
     style = "bold green" if s["ok"] else "bold red"
     console.print(f"[{style}]{escape(s['text'])}[/] ({s['total']} gradients; torch {env.get('torch')}, "
                   f"{env.get('device')}, {env.get('dtype')}, data: {escape(str(env.get('data')))}, seed {env.get('seed')})")
-    if s.get("plain_not_exact"):
+    if env.get("forward") and env["forward"] != "the lecture's":
+        console.print(f"judged against {escape(env['forward'])} forward")
+    if s.get("cascade"):
         console.print(f"without teacher forcing, the lecture's cmp would print exact: False for "
-                      f"{s['plain_not_exact']} of them: one mismatch upstream changes every gradient below it.")
+                      f"{s['plain_not_exact']} of them, {s['cascade']} of which are right here: one mismatch "
+                      "upstream changes every gradient below it.")
     if env.get("solution_not_exact"):
         console.print(f"on this platform the package's own solution is not bit-exact for "
                       f"{', '.join('d' + x for x in env['solution_not_exact'])}: there, 'rounding' is the best "

@@ -1,17 +1,20 @@
-"""Run a learner's backward file with teacher forcing and judge every gradient.
+"""Run a learner's backward statements with teacher forcing, and a backward(...) function.
 
-Statements file (exercises 1-3): the file runs one top-level statement at a time, in float32 and, in
-lockstep, on float64 copies of every input (with float64 as the default dtype). When a gradient
-variable `d<name>` has had its last assignment in the file, it is judged and then replaced by a copy
-of autograd's gradient, so that one mistake does not cascade into every later line. A third, plain
-run without teacher forcing gives what the lecture's `cmp` would have printed.
+Statements (exercises 1-3, a notebook's exercise cells): the units run one at a time, in float32 and,
+in lockstep, on float64 copies of every input (with float64 as the default dtype). When a gradient
+variable has had its last assignment, its value is kept for judging and the variable is replaced by
+a copy of autograd's gradient, so that one mistake does not cascade into every later line. A third,
+plain run without teacher forcing gives what the lecture's `cmp` would have printed.
 
-Function file (exercise 4): `backward(...)` receives forward values by parameter name and returns the
+A gradient variable is `d<name>` for the forward tensor <name>, unless the learner's own compare
+calls say otherwise (`cmp('logit_maxes', dlogits_maxes, logit_maxes)`). Compare calls are not run
+(they read `.grad`; the verdict table replaces them).
+
+Function (exercise 4): `backward(...)` receives forward values by parameter name and returns the
 parameter gradients, a dict or a list in the model's parameter order.
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import inspect
 import io
@@ -21,89 +24,83 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UsageError
-from .files import read_source  # noqa: F401 -- re-exported for callers
+from .names import autograd_taint, compare_calls, is_comparison, learned_dvars
+from .statements import Unit, describe_exc, split_units
 from .trace import Trace
 
 
-# --- reading the learner's file ---------------------------------------------------------------
+# --- the learner's statements -----------------------------------------------------------------------
 
 @dataclass
-class LearnerFile:
+class Program:
+    """The learner's statements for one exercise, in the order they run."""
     path: str
-    source: str
-    stmts: list[ast.stmt]
-    codes: list  # one compiled code object per top-level statement
-    writes: list[set[str]]  # names each statement assigns or changes in place
+    units: list[Unit]
+    dvars: dict[str, str] = field(default_factory=dict)  # node -> the learner's name for its gradient
+    helpers: set[str] = field(default_factory=lambda: {"cmp"})  # compare helpers (their calls are not run)
+
+    def __post_init__(self):
+        self.helpers = self.helpers | {c.helper for c in compare_calls(self.units)}
+        self.skip = {i for i, u in enumerate(self.units) if is_comparison(u, self.helpers)}
+
+    def learn(self, nodes: set[str]):
+        """Take the learner's names for the gradients of `nodes` from their compare calls."""
+        self.dvars = {**learned_dvars(compare_calls(self.units), nodes), **self.dvars}
+
+    def dvar(self, node: str) -> str:
+        return self.dvars.get(node, "d" + node)
+
+    def runnable(self):
+        return ((i, u) for i, u in enumerate(self.units) if i not in self.skip)
+
+    def written(self) -> dict[str, Unit]:
+        """Every name the program assigns -> the unit of its last assignment."""
+        last = {}
+        for _, u in self.runnable():
+            for w in u.writes:
+                last[w] = u
+        return last
 
 
-def _bases(target: ast.AST) -> set[str]:
-    """The variable a target writes into: dC for `dC[ix]`, `dC.data`, `dC`."""
-    if isinstance(target, ast.Name):
-        return {target.id}
-    if isinstance(target, (ast.Subscript, ast.Attribute, ast.Starred)):
-        return _bases(target.value)
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return set().union(*(_bases(t) for t in target.elts)) if target.elts else set()
-    return set()
+def parse_learner(path: str, source: str) -> Program:
+    """A plain .py file as one program."""
+    return Program(path, split_units(source, path))
 
 
-def writes_of(stmt: ast.stmt) -> set[str]:
-    """Names a statement assigns, augments, or changes through an in-place method (`dC.index_add_(...)`)."""
-    names: set[str] = set()
-    for sub in ast.walk(stmt):
-        if isinstance(sub, ast.Assign):
-            for t in sub.targets:
-                names |= _bases(t)
-        elif isinstance(sub, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
-            names |= _bases(sub.target)
-        elif isinstance(sub, (ast.FunctionDef, ast.ClassDef)):
-            names.add(sub.name)
-        elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
-            attr = sub.func.attr
-            if attr.endswith("_") and not attr.startswith("_"):  # torch's in-place convention
-                names |= _bases(sub.func.value)
-    return names
-
-
-def parse_learner(path: str, source: str) -> LearnerFile:
-    try:
-        tree = ast.parse(source, filename=path)
-    except SyntaxError as e:
-        raise UsageError(f"{path}:{e.lineno}: syntax error ({e.msg})") from None
-    codes = [compile(ast.Module([s], type_ignores=[]), path, "exec") for s in tree.body]
-    return LearnerFile(path, source, tree.body, codes, [writes_of(s) for s in tree.body])
-
-
-def stmt_source(lf: LearnerFile, i: int) -> str:
-    text = ast.get_source_segment(lf.source, lf.stmts[i]) or ast.unparse(lf.stmts[i])
-    first = text.splitlines()[0]
-    return first + (" ..." if "\n" in text else "")
-
-
-def error_line(exc: BaseException, path: str, default: int) -> int:
-    """The deepest line of the learner's file in the traceback."""
-    line = default
+def error_where(exc: BaseException, units: list[Unit], default: Unit) -> tuple[int | None, int]:
+    """(cell, line) of the deepest frame of the learner's code in the traceback."""
+    cells = {u.filename: u.cell for u in units}
+    where = (default.cell, default.line)
     for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == path and frame.lineno:
-            line = frame.lineno
-    return line
+        if frame.filename in cells and frame.lineno:
+            where = (cells[frame.filename], frame.lineno)
+    return where
 
 
-def describe_exc(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+@dataclass
+class Failure:
+    """A statement that raised (or did not parse)."""
+    cell: int | None
+    line: int
+    message: str
+    name: str | None = None  # the undefined name of a NameError
+
+    @property
+    def where(self) -> str:
+        return f"cell {self.cell}, line {self.line}" if self.cell is not None else f"line {self.line}"
 
 
 # --- namespaces ----------------------------------------------------------------------------------
 
-def silent_cmp(s, dt, t):
-    """Notebooks call the lecture's cmp; while checking, the table says it all."""
+def silent_cmp(*args, **kwargs):
+    """Notebooks call the lecture's cmp (or their own helper); while checking, the table says it all."""
 
 
-def fresh_namespace(trace: Trace) -> dict:
+def fresh_namespace(trace: Trace, helpers=("cmp",)) -> dict:
     """The forward values (copies, so in-place edits cannot reach the trace) plus torch, F, n, ..."""
     ns = {k: (v.clone() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in trace.namespace.items()}
-    ns["cmp"] = silent_cmp
+    for h in helpers:
+        ns[h] = silent_cmp
     ns["__name__"] = "__ninjagrad_check__"
     return ns
 
@@ -127,133 +124,163 @@ def default_dtype(dtype):
         torch.Tensor.float = old_float
 
 
-def run_one(code, ns: dict, dtype, path: str, lineno: int) -> tuple[int, str] | None:
-    """Execute one statement; return (line, message) if it raised. The learner's prints are dropped."""
+def run_one(prog: Program, u: Unit, ns: dict, dtype) -> Failure | None:
+    """Execute one unit; a Failure if it raised or does not parse. The learner's prints are dropped."""
+    if u.code is None:
+        return Failure(u.cell, u.line, f"syntax error: {u.error}")
     try:
         with default_dtype(dtype), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            exec(code, ns)
+            exec(u.code, ns)
     except (Exception, SystemExit) as e:  # noqa: BLE001 -- any error in the learner's code is a result
-        return error_line(e, path, lineno), describe_exc(e)
+        cell, line = error_where(e, prog.units, u)
+        return Failure(cell, line, describe_exc(e), getattr(e, "name", None) if isinstance(e, NameError) else None)
     finally:
-        if "cmp" in ns and ns["cmp"] is not silent_cmp:  # a pasted notebook's own cmp reads t.grad: mute it
-            ns["cmp"] = silent_cmp
+        for h in prog.helpers:  # a pasted notebook's own cmp reads t.grad: mute it again
+            if h in ns and ns[h] is not silent_cmp:
+                ns[h] = silent_cmp
     return None
 
 
 # --- teacher forcing ------------------------------------------------------------------------------
 
+ALIAS_RTOL = 1e-10  # an in-place change this small (float64, of the gradient's scale) adds a zero term
+
+
 @dataclass
 class Forced:
     """What a teacher-forced run saw for every judged gradient."""
-    values32: dict = field(default_factory=dict)  # dvar -> value at its last assignment (a copy)
+    values32: dict = field(default_factory=dict)  # node -> value at its last assignment (a copy)
     values64: dict = field(default_factory=dict)
-    lines: dict = field(default_factory=dict)  # dvar -> line of its last assignment
-    errors: dict = field(default_factory=dict)  # dvar -> (line, message) of a statement that raised
-    aliased: dict = field(default_factory=dict)  # dvar -> (line, source) of the statement that changed it later
-    problems: list = field(default_factory=list)  # (line, message) of errors that touch no gradient
+    units: dict = field(default_factory=dict)  # node -> the unit of its last assignment
+    errors: dict = field(default_factory=dict)  # node -> Failure of a statement that assigns it
+    aliased: dict = field(default_factory=dict)  # node -> (unit that changed it later, harmless?)
+    autograd: dict = field(default_factory=dict)  # node -> (unit, how) where its value comes from autograd
+    problems: list = field(default_factory=list)  # Failures of statements that assign no judged gradient
 
 
 def _copy(v):
     return v.clone() if torch.is_tensor(v) else v
 
 
-def run_forced(lf: LearnerFile, t32: Trace, t64: Trace | None, judged: list[str], given: list[str]) -> Forced:
-    dvars = {"d" + x: x for x in judged}
+def _changed(obj, snapshot) -> bool:
+    try:
+        return obj.shape != snapshot.shape or not torch.equal(obj, snapshot)
+    except (RuntimeError, AttributeError):
+        return True
+
+
+def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], given: list[str]) -> Forced:
+    node_of = {prog.dvar(x): x for x in judged}
     last = {}
-    for i, w in enumerate(lf.writes):
-        for name in w:
-            if name in dvars:
+    for i, u in prog.runnable():
+        for name in u.writes:
+            if name in node_of:
                 last[name] = i
-    ns32 = fresh_namespace(t32)
-    ns64 = fresh_namespace(t64) if t64 is not None else None
+    ns32 = fresh_namespace(t32, prog.helpers)
+    ns64 = fresh_namespace(t64, prog.helpers) if t64 is not None else None
     for x in given:
-        ns32["d" + x] = t32.grads[x].clone()
+        ns32[prog.dvar(x)] = t32.grads[x].clone()
         if ns64 is not None:
-            ns64["d" + x] = t64.grads[x].clone()
+            ns64[prog.dvar(x)] = t64.grads[x].clone()
     out = Forced()
-    placed: dict[str, tuple] = {}  # dvar -> (the tensor we put in, its value then)
+    tainted = autograd_taint([u for _, u in prog.runnable()])
+    for dvar, x in node_of.items():
+        if dvar in tainted:
+            out.autograd[x] = tainted[dvar]
+    placed: dict[str, tuple] = {}  # dvar -> (tensor we put in, its value then, the same for float64)
     failed64: set[str] = set()  # gradients whose float64 re-run raised: judged in float32 only
 
     def force(dvar):
-        x = dvars[dvar]
+        x = node_of[dvar]
         ns32[dvar] = t32.grads[x].clone()
-        placed[dvar] = (ns32[dvar], ns32[dvar].clone())
+        obj64 = None
         if ns64 is not None:
-            ns64[dvar] = t64.grads[x].clone()
+            ns64[dvar] = obj64 = t64.grads[x].clone()
+        placed[dvar] = (ns32[dvar], ns32[dvar].clone(), obj64, None if obj64 is None else obj64.clone())
 
-    for i, code in enumerate(lf.codes):
-        lineno = lf.stmts[i].lineno
-        err = run_one(code, ns32, torch.float32, lf.path, lineno)
-        if ns64 is not None and run_one(code, ns64, torch.float64, lf.path, lineno) is not None:
-            failed64.update(w for w in lf.writes[i] if w in dvars)  # e.g. `.float()` meeting float64 inputs
+    for i, u in prog.runnable():
+        err = run_one(prog, u, ns32, torch.float32)
+        if ns64 is not None and run_one(prog, u, ns64, torch.float64) is not None:
+            failed64.update(w for w in u.writes if w in node_of)  # e.g. `.float()` meeting float64 inputs
         if err is not None:
-            hit = [w for w in lf.writes[i] if w in dvars]
-            for w in hit:
-                out.errors.setdefault(w, err)
+            hit = [node_of[w] for w in u.writes if w in node_of]
+            for x in hit:
+                out.errors.setdefault(x, err)
             if not hit:
                 out.problems.append(err)
         # a judged gradient changed in place by a later line: an alias without .clone()
-        for dvar, (obj, snapshot) in list(placed.items()):
-            if dvar in out.aliased:
+        for dvar, (obj, snap, obj64, snap64) in list(placed.items()):
+            x = node_of[dvar]
+            if x in out.aliased or not _changed(obj, snap):
                 continue
-            try:
-                changed = obj.shape != snapshot.shape or not torch.equal(obj, snapshot)
-            except RuntimeError:
-                changed = True
-            if changed:
-                out.aliased[dvar] = (lineno, stmt_source(lf, i))
-                force(dvar)
+            harmless = obj64 is not None and not _changed_much(obj64, snap64, t64.scale.get(x, 1.0))
+            out.aliased[x] = (u, harmless)
+            force(dvar)
         for dvar, j in last.items():
             if j != i:
                 continue
-            out.values32[dvar] = _copy(ns32.get(dvar))
+            x = node_of[dvar]
+            out.values32[x] = _copy(ns32.get(dvar))
             if ns64 is not None:
-                out.values64[dvar] = None if dvar in failed64 else _copy(ns64.get(dvar))
-            out.lines[dvar] = lineno
+                out.values64[x] = None if dvar in failed64 else _copy(ns64.get(dvar))
+            out.units[x] = u
             force(dvar)
     return out
 
 
-def run_plain(lf: LearnerFile, t32: Trace, judged: list[str], given: list[str]) -> dict:
-    """The whole file as a notebook would run it: no teacher forcing; the lecture's cmp at the end."""
-    from .verdicts import plain_cmp
+def _changed_much(obj, snapshot, scale: float) -> bool:
+    """Whether a float64 in-place change is more than rounding (a term that is zero adds nothing)."""
+    try:
+        if obj.shape != snapshot.shape:
+            return True
+        return (obj - snapshot).abs().max().item() > ALIAS_RTOL * scale
+    except (RuntimeError, AttributeError):
+        return True
 
-    ns = fresh_namespace(t32)
+
+def run_plain(prog: Program, t32: Trace, judged: list[str], given: list[str]) -> tuple[dict, list[Failure]]:
+    """The statements as a notebook runs them: no teacher forcing. The gradients' final values, and
+    the statements that raised."""
+    ns = fresh_namespace(t32, prog.helpers)
     for x in given:
-        ns["d" + x] = t32.grads[x].clone()
-    for i, code in enumerate(lf.codes):
-        run_one(code, ns, torch.float32, lf.path, lf.stmts[i].lineno)
-    return {x: plain_cmp(ns.get("d" + x), t32.grads[x]) for x in judged}
+        ns[prog.dvar(x)] = t32.grads[x].clone()
+    failures = []
+    for _, u in prog.runnable():
+        err = run_one(prog, u, ns, torch.float32)
+        if err is not None:
+            failures.append(err)
+    return {x: ns.get(prog.dvar(x)) for x in judged}, failures
 
 
 # --- a backward(...) function ------------------------------------------------------------------
 
-def call_backward(lf: LearnerFile, fname: str, trace: Trace, dtype) -> tuple[dict | None, tuple[int, str] | None]:
+def call_backward(prog: Program, fname: str, trace: Trace, dtype) -> tuple[dict | None, Failure | None]:
     """Define the file's functions, call `fname` with forward values by parameter name, normalise its result."""
-    fn, err = define_function(lf, fname, dtype)
+    fn, err = define_function(prog, fname, dtype)
     if err is not None:
         return None, err
-    return invoke(fn, fname, trace.namespace, trace.params, dtype, lf.path, copy=True)
+    return invoke(fn, fname, trace.namespace, trace.params, dtype, prog, copy=True)
 
 
-def define_function(lf: LearnerFile, fname: str, dtype):
+def define_function(prog: Program, fname: str, dtype):
     """Run the file's top level (imports, defs) and return its function `fname`."""
     ns = {"torch": torch, "F": torch.nn.functional, "__name__": "__ninjagrad_check__"}
-    for i, code in enumerate(lf.codes):
-        err = run_one(code, ns, dtype, lf.path, lf.stmts[i].lineno)
+    for _, u in prog.runnable():
+        err = run_one(prog, u, ns, dtype)
         if err is not None:
             return None, err
     fn = ns.get(fname)
     if not callable(fn):
-        raise UsageError(f"{lf.path}: defines no function `{fname}(...)`; start from `ninjagrad exercise 4`")
+        raise UsageError(f"{prog.path}: defines no function `{fname}(...)`; start from `ninjagrad exercise 4`")
     return fn, None
 
 
-def invoke(fn, fname: str, namespace: dict, params: tuple[str, ...], dtype, path: str, copy: bool = True):
-    """Call fn with the forward values its parameters name; (grads by parameter name, None) or (None, error)."""
+def invoke(fn, fname: str, namespace: dict, params: tuple[str, ...], dtype, prog: Program, copy: bool = True):
+    """Call fn with the forward values its parameters name; (grads by parameter name, None) or (None, Failure)."""
     available = {k: (v.clone() if copy and torch.is_tensor(v) and v.is_floating_point() else v)
                  for k, v in namespace.items()}
     kwargs = {}
+    line = fn.__code__.co_firstlineno
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -261,14 +288,14 @@ def invoke(fn, fname: str, namespace: dict, params: tuple[str, ...], dtype, path
             kwargs[p.name] = available[p.name]
         elif p.default is p.empty:
             names = ", ".join(k for k, v in available.items() if torch.is_tensor(v) or isinstance(v, int))
-            raise UsageError(f"{path}:{fn.__code__.co_firstlineno}: {fname}() asks for `{p.name}`, which the "
-                             f"forward does not define; parameters are looked up by name among: {names}")
-    line = fn.__code__.co_firstlineno
+            raise UsageError(f"{prog.path}:{line}: {fname}() asks for `{p.name}`, which the forward does not "
+                             f"define; parameters are looked up by name among: {names}")
     try:
         with default_dtype(dtype), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             result = fn(**kwargs)
     except (Exception, SystemExit) as e:  # noqa: BLE001
-        return None, (error_line(e, path, line), describe_exc(e))
+        cell, at = error_where(e, prog.units, prog.units[0]) if prog.units else (None, line)
+        return None, Failure(cell, at, describe_exc(e))
     return normalise_grads(result, params, fname, line)
 
 
@@ -280,5 +307,5 @@ def normalise_grads(result, params: tuple[str, ...], fname: str = "backward", li
     if isinstance(result, (list, tuple)) and len(result) == len(params):
         return dict(zip(params, result)), None
     got = f"a {type(result).__name__}" + (f" of length {len(result)}" if isinstance(result, (list, tuple)) else "")
-    return None, (line, f"{fname}() returned {got}; return a dict {{'C': dC, ...}} or a list in the order "
-                        f"{', '.join(params)}")
+    return None, Failure(None, line, f"{fname}() returned {got}; return a dict {{'C': dC, ...}} or a list in the "
+                                     f"order {', '.join(params)}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UsageError
+from .statements import describe_exc, error_line, writes_of
 
 MARKS = ("param", "data")
 
@@ -44,8 +45,6 @@ def _marks(node: ast.stmt) -> bool:
 def split_setup(tree: ast.Module, filename: str) -> SetupSection | None:
     """The setup section of a parsed script, or None when it has none (a built-in exercise's model
     provides the inputs)."""
-    from .runner import writes_of
-
     last = max((i for i, node in enumerate(tree.body) if _marks(node)), default=-1)
     if last < 0:
         return None
@@ -87,7 +86,6 @@ def run_setup(section: SetupSection, namespace: dict, seed: int, device: str = "
         except UsageError:
             raise
         except Exception as e:  # noqa: BLE001 -- any error in the script's setup is the script's
-            from .runner import describe_exc, error_line
             line = error_line(e, section.filename, 0)
             raise UsageError(f"{section.filename}:{line}: the setup section raised {describe_exc(e)}") from None
     params, data, constants = {}, {}, {}

@@ -1,4 +1,4 @@
-"""Verdicts: exact, rounding, wrong, shape, missing, error.
+"""Verdicts: exact, rounding, wrong, shape, missing, error, uses-autograd.
 
 exact     bitwise equal to autograd.
 rounding  not bitwise equal, but the same statements on float64 inputs (float64 upstream gradients)
@@ -8,6 +8,11 @@ wrong     the math is wrong; a diagnosis names how.
 shape     the shape differs from the forward value's.
 missing   never assigned, or still `...`.
 error     the statement that assigns it raised (line and message given).
+uses-autograd  its value reads autograd's answer (`X.grad`, `loss.backward()`, `torch.autograd.grad`).
+
+A gradient whose shape differs from the tensor's only by dims of size 1 that broadcast the same way
+(the lecture's own `dbnmeani = (-dbndiff).sum(0)`, (64,) for a (1, 64) tensor) is judged on its
+values, with a note; with strict shapes it is a `shape` verdict.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .diagnose import CLOSE, Diagnosis, diagnose_shape, diagnose_values, shape_str
+from .diagnose import CLOSE, Diagnosis, broadcast_shape, diagnose_shape, diagnose_values, shape_str
 
 ROUNDING_RTOL = 1e-10  # float64 agreement that makes a float32 mismatch "rounding"
 FLOAT32_RTOL = 1e-5  # when the statements cannot run in float64: float32 agreement, ~100 ulps of the scale
@@ -34,11 +39,17 @@ class Result:
     note: str | None = None  # line and message of an error, a platform remark, ...
     line: int | None = None  # where it was judged (its last assignment)
     plain: dict | None = None  # what the lecture's cmp would print without teacher forcing
+    cell: int | None = None  # the notebook cell of that line
+    dvar: str | None = None  # the learner's own name for the gradient, when it is not d<name>
+
+    @property
+    def where(self) -> str:
+        return f"cell {self.cell}, line {self.line}" if self.cell is not None else f"line {self.line}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "verdict": self.verdict, "maxdiff": self.maxdiff,
                 "ulps": self.ulps, "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
-                "note": self.note, "line": self.line, "plain": self.plain}
+                "note": self.note, "line": self.line, "cell": self.cell, "dvar": self.dvar, "plain": self.plain}
 
 
 def ordered(x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +87,31 @@ def platform_note(edges: list, version: str, device: str, local: bool) -> str:
     return f"bitwise equal to the package's own solution on this platform (torch {version}, {device})"
 
 
+def same_broadcast(shape, ref_shape) -> bool:
+    """A shape that holds the same elements and broadcasts like `ref_shape`: (64,) for (1, 64)."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    ref_numel = 1
+    for s in ref_shape:
+        ref_numel *= s
+    return numel == ref_numel and broadcast_shape(shape, ref_shape) == tuple(ref_shape)
+
+
 def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, scale: float, n: int,
-          edges: list, solution32=None, forced: bool = True) -> Result:
+          edges: list, solution32=None, forced: bool = True, strict_shapes: bool = False) -> Result:
     """Compare one gradient with autograd's and decide its verdict (and diagnosis when wrong).
 
     `forced`: the upstream gradients were autograd's (teacher forcing), so a difference is local."""
+    if (torch.is_tensor(mine32) and tuple(mine32.shape) != tuple(ref32.shape) and not strict_shapes
+            and same_broadcast(tuple(mine32.shape), tuple(ref32.shape))):
+        shaped64 = mine64.reshape(ref64.shape) if torch.is_tensor(mine64) and mine64.numel() == ref64.numel() else None
+        r = judge(name, mine32.reshape(ref32.shape), shaped64, ref32, ref64, scale, n, edges, solution32, forced)
+        keepdim = (f"d{name} has shape {shape_str(mine32.shape)} where {name} has {shape_str(ref32.shape)}: "
+                   "it broadcasts the same way, so the values are judged; keepdim=True (or .view) gives the exact "
+                   "shape (--strict-shapes fails it)")
+        r.note = f"{keepdim}; {r.note}" if r.note else keepdim
+        return r
     shape = tuple(ref32.shape)
     if mine32 is Ellipsis or mine32 is None:
         return Result(name, shape, "missing", note=f"d{name} is still `...`" if mine32 is Ellipsis else None)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 from ..errors import UsageError
 
@@ -32,8 +33,10 @@ STARTUP_ALLOWANCE = 180.0  # seconds for importing torch and preparing the batch
 
 
 def run_isolated(path: str, exercise: int | None, seed: int | None, device: str, data: str | None,
-                 timeout: float, memory_mb: int, forward: str | None = None) -> dict:
-    """Check `path` in a child process; a report, or {"file", "error", "exit"} when it could not be judged.
+                 timeout: float, memory_mb: int, forward: str | None = None, notebook: bool = False,
+                 strict_shapes: bool = False) -> dict:
+    """Check `path` in a child process; a report ({"reports": [...]} for a notebook, one per exercise),
+    or {"file", "error", "exit"} when it could not be judged.
 
     The child enforces `timeout` on the learner's code itself (after torch is imported and the batch
     traced); the parent kills it only if it does not answer within timeout + STARTUP_ALLOWANCE.
@@ -50,6 +53,10 @@ def run_isolated(path: str, exercise: int | None, seed: int | None, device: str,
             cmd += ["--data", data]
         if forward is not None:
             cmd += ["--forward", forward]
+        if notebook:
+            cmd += ["--notebook"]
+        if strict_shapes:
+            cmd += ["--strict-shapes"]
         # CUDA reserves far more address space than it uses: cap memory on the CPU only
         mem = memory_mb if device == "cpu" else 0
         t0 = time.perf_counter()
@@ -66,7 +73,7 @@ def run_isolated(path: str, exercise: int | None, seed: int | None, device: str,
             if "usage_error" in out:
                 return {"file": path, "exit": 2, "error": out["usage_error"]}
             if "time_limit" in out:
-                where = f" in line {out['line']}" if out.get("line") else ""
+                where = f" in {out['where']}" if out.get("where") else ""
                 return {"file": path, "exit": 1,
                         "error": f"stopped after the time limit of {timeout:g} s{where} (an infinite loop?); "
                                  "raise it with --timeout"}
@@ -81,6 +88,17 @@ def run_isolated(path: str, exercise: int | None, seed: int | None, device: str,
         if "MemoryError" in last or "memory" in last.lower():
             why += f" (memory limit of {memory_mb} MB; raise it with --memory-mb)"
         return {"file": path, "exit": 1, "error": f"the check crashed: {why}" + (f": {last}" if last else "")}
+
+
+def stopped_at(exc: BaseException, path: str) -> str | None:
+    """Where in the learner's file the time limit struck: "line 3", "cell 12, line 3", or None."""
+    where = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == path:
+            where = f"line {frame.lineno}"
+        elif frame.filename.startswith(path + ", cell "):
+            where = f"{frame.filename[len(path) + 2:]}, line {frame.lineno}"
+    return where
 
 
 class TimeLimit(BaseException):
@@ -100,35 +118,39 @@ def main(argv=None) -> int:
     p.add_argument("--data")
     p.add_argument("--forward")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--notebook", action="store_true")
+    p.add_argument("--strict-shapes", action="store_true")
     a = p.parse_args(argv)
     import torch
 
     # the checker's tensors are tiny: one thread is fastest, and files checked side by side do not fight
     torch.set_num_threads(1)
-    from .core import check_source, prepare
-    from .files import precheck, read_source
+    from .core import check_program, prepare
+    from .files import plan
+    from .notebook import check_notebook
     from .report import _clean
-    from .runner import error_line
+    from .runner import Program
 
     def on_alarm(signum, frame):
         raise TimeLimit()
 
     try:
-        exercise = precheck(a.file, a.exercise, a.forward)
+        pl = plan(a.file, a.exercise, a.forward)
         signal.signal(signal.SIGALRM, on_alarm)
-        if a.forward is not None:  # a user's forward script is user code too: its setup runs under the limit
+        if a.notebook:  # the notebook's setup and forward are learner code too
             signal.setitimer(signal.ITIMER_REAL, a.timeout)
-        ctx = prepare(exercise, a.seed, a.device, a.data, a.forward)
-        source = read_source(a.file)
-        signal.setitimer(signal.ITIMER_REAL, a.timeout)  # the learner's code runs from here on
-        try:
-            out = check_source(a.file, source, ctx)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            out = {"reports": check_notebook(pl.submission, a.data, a.strict_shapes)}
+        else:
+            if a.forward is not None:  # a user's forward script is user code too: its setup runs under the limit
+                signal.setitimer(signal.ITIMER_REAL, a.timeout)
+            ctx = prepare(pl.exercise, a.seed, a.device, a.data, a.forward)
+            signal.setitimer(signal.ITIMER_REAL, a.timeout)  # the learner's code runs from here on
+            out = check_program(Program(a.file, pl.submission.units()), ctx, a.strict_shapes)
+        signal.setitimer(signal.ITIMER_REAL, 0)
     except UsageError as e:
         out = {"usage_error": str(e)}
     except TimeLimit as e:
-        out = {"time_limit": a.timeout, "line": error_line(e, a.file, 0) or None}
+        out = {"time_limit": a.timeout, "where": stopped_at(e, a.file)}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     tmp = a.result + ".tmp"

@@ -25,7 +25,8 @@ class UserEngine(Engine):
     def __init__(self, model, Xtr, Ytr, optimizer=None, path: str | None = None):
         super().__init__(model, Xtr, Ytr, optimizer)
         from ..check.exercises import get_exercise
-        from ..check.runner import define_function, parse_learner, read_source
+        from ..check.files import read_source
+        from ..check.runner import define_function, parse_learner
         from ..check.trace import parse_forward
 
         if path is None:
@@ -36,7 +37,7 @@ class UserEngine(Engine):
         self.lf = parse_learner(path, read_source(path))
         self.fn, err = define_function(self.lf, self.ex.function, torch.get_default_dtype())
         if err is not None:
-            raise UsageError(f"{path}:{err[0]}: {err[1]}")
+            raise UsageError(f"{path}:{err.line}: {err.message}")
         if not all(hasattr(model.config, k) for k in ("vocab_size", "n_embd", "n_hidden", "block_size")):
             raise UsageError("--backward: exercise 4's forward is the lecture's MLP; use --model mlp")
         known = set(model.params) | set(EXTRA_NAMES) | set(dir(builtins))
@@ -62,9 +63,9 @@ class UserEngine(Engine):
         params = self.model.params
         ns = run_forward(self.statements, {**self.extras(ix), **params})
         # no copies: training owns these tensors, and a learner who edits them in place only hurts the run
-        grads, err = invoke(self.fn, self.ex.function, ns, tuple(params), params["W1"].dtype, self.path, copy=False)
+        grads, err = invoke(self.fn, self.ex.function, ns, tuple(params), params["W1"].dtype, self.lf, copy=False)
         if err is not None:
-            raise UsageError(f"{self.path}:{err[0]}: {err[1]}")
+            raise UsageError(f"{self.path}:{err.line}: {err.message}")
         for k, p in self.model.params.items():
             g = grads.get(k)
             if not torch.is_tensor(g) or g.shape != p.shape or g.dtype != p.dtype:

@@ -1,0 +1,209 @@
+"""A learner's own forward: run their setup, slice the forward that ends in `loss`, trace it.
+
+Learners rename variables, change sizes and seeds, and call the batch size BATCH_SIZE. Their
+gradients are judged against their own forward: their setup cells run here (in the worker process
+that checks the notebook, under its time and memory limits) statement by statement, so that one
+failing statement (a plot, a Drive mount) does not stop the rest. Then the statements that compute
+`loss` are found by walking back from it: a name read by the forward is a parameter when it holds a
+leaf tensor that requires grad, an input when it holds anything else without a graph (Xb, n, a
+constant), and otherwise a step of the forward, which must be a plain `name = expression` line.
+
+Running a setup never trains: a top-level loop whose body calls `.backward()`, updates `.data` or
+steps an optimizer is skipped, as are shell lines and magics (see submission.py). Plotting and
+notebook-only modules are replaced by stand-ins that do nothing, and the word file the setup opens
+(`names.txt` anywhere: a Drive mount, a Colab upload, a path on the learner's laptop) is the one
+given with --data or found beside the notebook.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import io
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import UsageError
+from .batch import as_float64
+from .names import autograd_use
+from .statements import Unit, describe_exc, reads_of
+from .trace import Statement, Trace, trace_forward
+
+STUBBED = ("matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "seaborn", "graphviz", "plotly",
+           "plotly.express", "IPython", "IPython.display", "google", "google.colab", "wandb")
+
+
+class NoOp:
+    """Stands in for plotting and notebook-only objects: every call, attribute and block does nothing."""
+
+    def __call__(self, *args, **kwargs):
+        return NOOP
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return NOOP
+
+    def __getitem__(self, key):
+        return NOOP
+
+    def __iter__(self):  # `fig, ax = plt.subplots()`
+        return iter((NOOP, NOOP))
+
+    def __enter__(self):
+        return NOOP
+
+    def __exit__(self, *exc):
+        return False
+
+
+NOOP = NoOp()
+
+
+class StubModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return NOOP
+
+
+def install_stubs():
+    """Plotting and notebook-only modules as stand-ins; tqdm as the plain iteration it wraps."""
+    for name in STUBBED:
+        sys.modules[name] = StubModule(name)
+    tq = types.ModuleType("tqdm")
+    tq.tqdm = lambda it=None, *a, **k: it if it is not None else NOOP
+    tq.trange = lambda *a, **k: range(*a)
+    for name in ("tqdm", "tqdm.auto", "tqdm.notebook"):
+        sys.modules[name] = tq
+
+
+@contextlib.contextmanager
+def words_from(path: str):
+    """Opening a file called names.txt (anywhere), or a .txt file that does not exist, opens `path`."""
+    real_open, real_io_open = builtins.open, io.open
+
+    def opener(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and not any(c in mode for c in "wax+"):
+            name = os.path.basename(os.fspath(file))
+            if name == "names.txt" or (name.endswith(".txt") and not os.path.exists(file)):
+                file = path
+        return real_open(file, mode, *args, **kwargs)
+
+    builtins.open = io.open = opener
+    try:
+        yield
+    finally:
+        builtins.open, io.open = real_open, real_io_open
+
+
+def trains(node: ast.AST) -> bool:
+    """A loop that trains: its body calls .backward(), updates .data or steps an optimizer."""
+    loops = [s for s in ast.walk(node) if isinstance(s, (ast.For, ast.While))]
+    if not loops:
+        return False
+    for s in ast.walk(node):
+        if isinstance(s, ast.Call) and isinstance(s.func, ast.Attribute) and s.func.attr in ("backward", "step"):
+            return True
+        if isinstance(s, (ast.Assign, ast.AugAssign)):
+            targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+            if any(isinstance(t, ast.Attribute) and t.attr == "data" for t in targets):
+                return True
+    return any(isinstance(s, ast.While) and isinstance(s.test, ast.Constant) and s.test.value for s in loops)
+
+
+@dataclass
+class SetupRun:
+    """The namespace a notebook's setup leaves, and what went wrong on the way."""
+    namespace: dict
+    errors: list[tuple[Unit, str]] = field(default_factory=list)  # statements that raised, and why
+    skipped: list[Unit] = field(default_factory=list)  # training loops and autograd calls not run
+
+
+def run_setup_units(units: list[Unit], namespace: dict, run: SetupRun | None = None) -> SetupRun:
+    """Run the units one at a time in `namespace`; errors are noted, not raised. Prints are dropped."""
+    run = run or SetupRun(namespace)
+    for u in units:
+        if u.node is None:
+            run.errors.append((u, f"syntax error: {u.error}"))
+            continue
+        if trains(u.node) or (autograd_use(u.node) and not u.writes):
+            run.skipped.append(u)
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(u.code, namespace)
+        except Exception as e:  # noqa: BLE001 -- a failing setup statement is noted; the slice decides
+            run.errors.append((u, describe_exc(e)))
+    return run
+
+
+def first_value(target: ast.expr, iterable: ast.expr, namespace: dict):
+    """Bind a loop's variable to the loop's first value (`for i in range(max_steps)`: i = 0)."""
+    code = compile(ast.fix_missing_locations(ast.Module([ast.Assign(
+        [target], ast.Call(ast.Name("next", ast.Load()), [ast.Call(ast.Name("iter", ast.Load()), [iterable], [])],
+                           []))], type_ignores=[])), "<loop>", "exec")
+    exec(code, namespace)
+
+
+@dataclass
+class Forward:
+    """The forward sliced out of a notebook: its steps, its parameters and its other inputs."""
+    statements: list[Statement]
+    params: dict[str, torch.Tensor]
+    extras: dict  # inputs the forward reads (Xb, Yb, n, ...) and every other name the setup left
+    where: str  # "cells 8-9" for messages
+
+
+def slice_forward(units: list[Unit], loss: Unit, namespace: dict) -> Forward:
+    """Walk back from `loss` through the units before it to the forward's parameters and inputs."""
+    value = namespace.get("loss")
+    if not (torch.is_tensor(value) and value.numel() == 1):
+        raise UsageError(f"{loss.where}: `loss` did not come out as a one-element tensor")
+    if not value.requires_grad:
+        raise UsageError(f"{loss.where}: `loss` has no gradient graph (parameters without requires_grad=True, or "
+                         "the forward ran under torch.no_grad())")
+    needed = set(reads_of(loss.node.value))
+    chosen = [loss]
+    params: dict[str, torch.Tensor] = {}
+    inputs: set[str] = set()
+    for u in reversed(units[: units.index(loss)]):
+        hit = u.writes & needed
+        if not hit:
+            continue
+        for name in sorted(hit):
+            v = namespace.get(name)
+            needed.discard(name)
+            if torch.is_tensor(v) and v.requires_grad and v.grad_fn is None:
+                params[name] = v
+            elif not (torch.is_tensor(v) and v.requires_grad):
+                inputs.add(name)
+            elif isinstance(u.node, ast.Assign) and len(u.node.targets) == 1 and \
+                    isinstance(u.node.targets[0], ast.Name) and u.node.targets[0].id == name:
+                chosen.append(u)
+                needed |= set(reads_of(u.node.value))
+            else:
+                raise UsageError(f"{u.where}: `{name}`, a step of the forward, is made by a statement the checker "
+                                 f"cannot follow (`{u.first_line()}`); write it as `{name} = expression`")
+    if not params:
+        raise UsageError(f"{loss.where}: no parameter (a tensor with requires_grad=True) reaches `loss`")
+    chosen.reverse()
+    statements = [Statement(u.line, u.text, u.node.targets[0].id, reads_of(u.node.value), u.code,
+                            compile(ast.Expression(u.node.value), u.filename, "eval"), u.node.value, u.filename)
+                  for u in chosen]
+    extras = {k: v for k, v in namespace.items() if not k.startswith("__") and k not in params}
+    cells = sorted({u.cell for u in chosen if u.cell is not None})
+    where = (f"cell {cells[0]}" if len(cells) == 1 else f"cells {cells[0]}-{cells[-1]}") if cells else "the file"
+    return Forward(statements, {k: v.detach().to(torch.float32) for k, v in params.items()}, extras, where)
+
+
+def trace_own(fw: Forward) -> tuple[Trace, Trace]:
+    """The learner's forward traced in float32 and in float64."""
+    extras32 = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in fw.extras.items()}
+    t32 = trace_forward(fw.statements, fw.params, extras32)
+    t64 = trace_forward(fw.statements, {k: v.double() for k, v in fw.params.items()}, as_float64(fw.extras))
+    return t32, t64
