@@ -58,16 +58,13 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-runs", type=int, default=5, help="training processes per engine and shape (median)")
     ap.add_argument("--compare-20k", action="store_true", help="20k-step runs of fast and autograd on names.txt")
-    ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the torch engines")
+    ap.add_argument("--threads", type=int, help="torch threads of the torch engines (default: as training chooses)")
     args = ap.parse_args()
-    if args.torch_threads:
-        import torch
 
-        torch.set_num_threads(args.torch_threads)
-
-    result = bench.run_bench(args.steps, args.repeats, scaling=not args.no_scaling, dc=True)
+    result = bench.run_bench(args.steps, args.repeats, scaling=not args.no_scaling, dc=True, threads=args.threads)
     m = result["machine"]
-    print(f"Machine: {m['cpu']}, {m['cores']} cores (torch uses {m['torch_threads']} threads), torch {m['torch']}, "
+    print(f"Machine: {m['cpu']}, {m['cores']} cores (the torch engines on {result['torch_threads']} threads: "
+          f"{result['threads_why']}), torch {m['torch']}, "
           f"numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}, "
           f"the fast engine's C kernel compiled for {m.get('fast_kernel')}; "
           f"1-minute load average at the start: {m.get('load_average_1min')}"

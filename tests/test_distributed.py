@@ -52,7 +52,7 @@ def test_two_processes_match_one(small_words, tmp_path):
     assert "data-parallel: 2 processes, 16 examples each" in r.stdout
 
     cfg = TrainConfig(steps=STEPS, batch_size=32, data=str(small_words), num_samples=3, checkpoint_every=1000,
-                      model_config={"n_hidden": 48, "block_size": 3})
+                      engine="manual", model_config={"n_hidden": 48, "block_size": 3})
     single = execute(start_run(cfg, str(tmp_path / "single")), show_progress=False)
 
     a, b = load_checkpoint(dp_out), load_checkpoint(tmp_path / "single")

@@ -26,7 +26,7 @@ def cli(*args):
 
 def small_run_args(words, out, steps=600, **extra):
     args = ["train", "--data", words, "--steps", steps, "--n-hidden", 32, "--out", out, "--no-progress",
-            "--samples", 5, "--device", "cpu"]
+            "--samples", 5, "--device", "cpu", "--engine", "manual"]  # the default (fast) would end before a kill
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}", v]
     return args

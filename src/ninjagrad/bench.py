@@ -3,7 +3,10 @@
 Figures on a shared machine are noisy, so every comparison is made inside one run: the engines take
 turns (one block of steps each, repeated), and each figure is the median of the repeats. Steps are
 timed as the training loop runs them: the minibatch indices of `engine.chunk_size(B)` steps drawn at once, then
-`engine.steps` on them (one step a call for the torch engines; 64 for the fast engine at the lecture's shapes).
+`engine.steps` on them (one step a call for the torch engines; 64 for the fast engine at the lecture's shapes),
+on the torch threads a training run of the shape would choose. `--peers` adds other tools' ways to run the
+same step (peers.py) to the same table; `--busy` times every row a second time beside a CPU-bound
+neighbour process, as on a machine that is doing something else.
 
 The dC debate (the lecture's comments): how to accumulate the embedding's gradient,
 dC[v] = sum of demb over every position where X == v. Each way is timed and checked against autograd.
@@ -14,7 +17,10 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -50,13 +56,33 @@ def machine() -> dict:
         from .engines.fast import load_step_kernel
 
         info["fast_kernel"] = load_step_kernel().isa()  # which compiled copy of the step this CPU runs
-    except ImportError:
-        pass
+    except UsageError:
+        info["fast_kernel"] = None  # not built: no C compiler at install
     if hasattr(os, "getloadavg"):
         info["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+NEIGHBOUR = "import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n    pass\n"
+
+
+@contextmanager
+def busy_neighbour(busy: bool = True):
+    """A CPU-bound process beside the block (a Python loop that never sleeps), as on a machine that is
+    doing something else; it stops when the block ends, or by itself when this process is gone (the
+    loop checks that its parent is still the same). With busy False, nothing."""
+    if not busy:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", NEIGHBOUR, str(os.getpid())])
+    try:
+        time.sleep(0.2)  # started and spinning before the first timed step
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -92,22 +118,42 @@ def synthetic_data(vocab: int = 27, block_size: int = 3, n: int = N_TRAIN, seed:
     return X.to(device), Y.to(device)
 
 
-def make_engines(names, B=32, H=200, E=10, T=3, V=27, device="cpu", dtype=torch.float32, seed=42):
+def make_engines(names, B=32, H=200, E=10, T=3, V=27, device="cpu", dtype=torch.float32, seed=42, peers=False):
+    """Each named engine (and with `peers`, each peer this machine can run) on its own copy of one model."""
     from .engines import make_engine
     from .models import MLP, MLPConfig
+    from .peers import make_peers
 
     X, Y = synthetic_data(V, T, device=device)
-    engines = {}
-    for name in names:
-        model = MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
-                           torch.Generator().manual_seed(seed), device=device, dtype=dtype)
-        engines[name] = make_engine(name, model, X, Y)
+
+    def make_model():
+        return MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
+                          torch.Generator().manual_seed(seed), device=device, dtype=dtype)
+
+    engines = {name: make_engine(name, make_model(), X, Y) for name in names}
+    if peers:
+        engines.update(make_peers(make_model, X, Y))
     return engines, X.shape[0]
 
 
+def torch_threads(engines: dict, B: int, given: int | None) -> tuple[int, str]:
+    """The torch threads of the engines' steps, and why: `given` (--threads), else what a training run
+    of this shape would choose (engines/threads.py)."""
+    from .engines.threads import choose_threads, forward_madds
+
+    if given is not None:
+        return given, "--threads"
+    e = next(iter(engines.values()))
+    madds = forward_madds(e.model, e.Xtr[:B], e.Ytr[:B])
+    return choose_threads(madds), f"as training chooses: {madds / 1e6:.1f} M multiply-adds a forward step"
+
+
 def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: float = 0.01,
-                 device: str = "cpu") -> dict[str, list[float]]:
-    """Seconds per step of each engine, `repeats` times, the engines taking turns."""
+                 device: str = "cpu", threads: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """Seconds per step of each engine, `repeats` times, the engines taking turns; `threads` gives
+    torch's thread count for an engine's steps (an engine not named runs with the process's setting)."""
+    threads = threads or {}
+    default_threads = torch.get_num_threads()
     g = torch.Generator().manual_seed(1)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -118,14 +164,17 @@ def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: fl
             e.steps(torch.randint(0, N, (n, B), generator=g).to(device), lr)
             done += n
 
-    for e in engines.values():  # warm caches, allocators and (for cuda) record the graphs; the fast
-        # engine times its ways to run large steps in prepare, so that only the way it keeps is timed
+    for name, e in engines.items():  # warm caches, allocators and (for cuda) record the graphs; the fast
+        # engine times its ways to run large steps in prepare, so that only the way it keeps is timed; one
+        # block as long as a timed one, so that every chunk length has been compiled (torch.compile, jax)
+        torch.set_num_threads(threads.get(name, default_threads))
         e.prepare(B)
-        run(e, min(steps, max(20, e.chunk_size(B))))
+        run(e, steps)
     times: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(repeats):
         for name, e in engines.items():
             sync()
+            torch.set_num_threads(threads.get(name, default_threads))
             # a moment for the threads the previous engine woke (torch's OpenMP, OpenBLAS) to stop
             # spinning, as they would have in a run of this engine alone; then one untimed call, so
             # that the timed block starts with warm caches and a core that is not idling down
@@ -135,40 +184,68 @@ def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: fl
             run(e, steps)
             sync()
             times[name].append((time.perf_counter() - t) / steps)
+    torch.set_num_threads(default_threads)
     return times
 
 
-def engine_table(steps: int, repeats: int, B: int = 32, H: int = 200) -> list[dict]:
-    """Every engine at the lecture's shapes (and the CUDA graph engine where a GPU is present)."""
-    rows = []
-    engines, N = make_engines(["autograd", "manual", "fast"], B=B, H=H)
-    t = time_engines(engines, N, B, steps, repeats)
-    if torch.cuda.is_available():
-        cuda_engines, N = make_engines(["fast"], B=B, H=H, device="cuda")
-        t["fast (cuda)"] = time_engines(cuda_engines, N, B, steps, repeats, device="cuda")["fast"]
-    base = statistics.median(t["autograd"])
-    for name, ts in t.items():
+def engine_rows(times: dict[str, list[float]], prefix: str = "") -> dict[str, dict]:
+    """Each engine's median seconds per step as the table's figures, keys prefixed (e.g. "busy_")."""
+    base = statistics.median(times["autograd"])
+    rows = {}
+    for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append({"engine": name, "us_per_step": med * 1e6, "steps_per_s": 1 / med,
-                     "vs_autograd": base / med, "projected_200k_s": med * LECTURE_STEPS,
-                     "repeats_us": [round(x * 1e6, 2) for x in ts]})
+        rows[name] = {prefix + "us_per_step": med * 1e6, prefix + "steps_per_s": 1 / med,
+                      prefix + "vs_autograd": base / med, prefix + "projected_200k_s": med * LECTURE_STEPS,
+                      prefix + "repeats_us": [round(x * 1e6, 2) for x in ts]}
     return rows
 
 
-def scaling_table(steps: int, repeats: int, batches=(32, 256, 4096), hiddens=(200, 1024)) -> list[dict]:
-    """The fast engine (and the manual one, for reference) from the lecture's shapes to large ones."""
+def engine_table(steps: int, repeats: int, B: int = 32, H: int = 200, threads: int | None = None,
+                 peers: bool = False, busy: bool = False) -> dict:
+    """Every engine at the lecture's shapes (with `peers`, torch.compile and JAX beside them; the CUDA
+    graph engine where a GPU is present); with `busy`, timed a second time beside a busy neighbour."""
+    from .engines.fast import kernel_missing
+
+    missing = kernel_missing()
+    engines, N = make_engines(["autograd", "manual"] + (["fast"] if missing is None else []), B=B, H=H, peers=peers)
+    n, why = torch_threads(engines, B, threads)
+    per_engine = dict.fromkeys(engines, n)
+    quiet = time_engines(engines, N, B, steps, repeats, threads=per_engine)
+    rows = engine_rows(quiet)
+    if busy:
+        with busy_neighbour():
+            for name, r in engine_rows(time_engines(engines, N, B, steps, repeats, threads=per_engine),
+                                       "busy_").items():
+                rows[name].update(r)
+    if torch.cuda.is_available():
+        cuda_engines, N = make_engines(["fast"], B=B, H=H, device="cuda")
+        t = time_engines(cuda_engines, N, B, steps, repeats, device="cuda")["fast"]
+        rows["fast (cuda)"] = engine_rows({"autograd": quiet["autograd"], "fast (cuda)": t})["fast (cuda)"]
+    out = {"rows": [{"engine": name, **r} for name, r in rows.items()], "torch_threads": n, "threads_why": why}
+    if missing is not None:
+        out["missing"] = {"fast": missing}
+    return out
+
+
+def scaling_table(steps: int, repeats: int, batches=(32, 256, 4096), hiddens=(200, 1024),
+                  threads: int | None = None) -> list[dict]:
+    """The fast engine (and the manual one, for reference, on the threads training would give it)
+    from the lecture's shapes to large ones."""
+    from .engines.fast import kernel_missing
+
     rows = []
     peak = matmul_gflops()
+    names = ["manual"] + (["fast"] if kernel_missing() is None else [])
     for H in hiddens:
         for B in batches:
-            names = ["manual", "fast"]
             engines, N = make_engines(names, B=B, H=H)
             n = max(8, min(steps, int(steps * 32 * 200 / (B * H))))
-            t = time_engines(engines, N, B, n, repeats)
+            nt, _ = torch_threads(engines, B, threads)
+            t = time_engines(engines, N, B, n, repeats, threads=dict.fromkeys(engines, nt))
             flops = step_flops(B, 30, H, 27)
             for name in names:
                 med = statistics.median(t[name])
-                rows.append({"engine": name, "batch": B, "n_hidden": H, "us_per_step": med * 1e6,
+                rows.append({"engine": name, "batch": B, "n_hidden": H, "torch_threads": nt, "us_per_step": med * 1e6,
                              "gflops": flops / med / 1e9, "pct_of_matmul_peak": 100 * flops / med / 1e9 / peak,
                              "matmul_peak_gflops": peak})
             if torch.cuda.is_available() and B >= 1024:
@@ -261,13 +338,16 @@ def dC_table(repeats: int, shapes=None) -> list[dict]:
 
 # --- the subcommand (its flags are in cli.py) ------------------------------------------------------
 
-def run_bench(steps: int, repeats: int, scaling: bool = False, dc: bool = True) -> dict:
+def run_bench(steps: int, repeats: int, scaling: bool = False, dc: bool = True, threads: int | None = None,
+              peers: bool = False, busy: bool = False) -> dict:
     out = {"machine": machine(), "steps_per_repeat": steps, "repeats": repeats}
-    out["engines"] = engine_table(steps, repeats)
+    table = engine_table(steps, repeats, threads=threads, peers=peers, busy=busy)
+    out["engines"] = table.pop("rows")
+    out.update(table)  # torch_threads, threads_why, and what is missing
     if dc:
         out["dC"] = dC_table(repeats)
     if scaling:
-        out["scaling"] = scaling_table(steps, repeats)
+        out["scaling"] = scaling_table(steps, repeats, threads=threads)
     return out
 
 
@@ -276,11 +356,10 @@ def cmd_bench(args) -> int:
         raise UsageError(f"--steps {args.steps}: time at least one step per repeat")
     if args.repeats < 5:
         raise UsageError(f"--repeats {args.repeats}: use at least 5, so the median means something")
-    if args.torch_threads is not None:
-        if args.torch_threads < 1:
-            raise UsageError(f"--torch-threads {args.torch_threads}: use 1 or more")
-        torch.set_num_threads(args.torch_threads)
-    result = run_bench(args.steps, args.repeats, scaling=args.scaling, dc=not args.no_dc)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: use 1 or more")
+    result = run_bench(args.steps, args.repeats, scaling=args.scaling, dc=not args.no_dc, threads=args.threads,
+                       peers=args.peers, busy=args.busy)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -292,20 +371,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def times_text(x: float | None) -> str:
+    return "" if x is None else f"{x:.1f}"
+
+
 def tables(result: dict) -> list:
     from rich.table import Table
 
     m = result["machine"]
     out = []
+    busy = "busy_us_per_step" in result["engines"][0]
     t = Table(title=f"engines, lecture MLP (batch 32, n_hidden 200), median of {result['repeats']} x "
                     f"{result['steps_per_repeat']} steps — {m['cpu']}, {m['cores']} cores, "
-                    f"load {m.get('load_average_1min', '?')}")
-    for col in ("engine", "µs/step", "steps/s", "× autograd", "200k steps"):
-        t.add_column(col, justify="right" if col != "engine" else "left")
+                    f"load {m.get('load_average_1min', '?')}; torch threads {result['torch_threads']} "
+                    f"({result['threads_why']})" + ("; busy: beside a CPU-bound neighbour process" if busy else ""))
+    cols = ["engine", "µs/step", "× autograd", "200k steps"]
+    cols = cols + ["busy: µs/step", "× autograd", "200k steps"] if busy else cols[:2] + ["steps/s"] + cols[2:]
+    for col in cols:
+        t.add_column(col, justify="right" if col != "engine" else "left", overflow="fold")
     for r in result["engines"]:
-        t.add_row(r["engine"], f"{r['us_per_step']:.1f}", f"{r['steps_per_s']:,.0f}", f"{r['vs_autograd']:.1f}",
-                  f"{r['projected_200k_s']:.1f} s")
+        cells = [r["engine"], f"{r['us_per_step']:.1f}", times_text(r["vs_autograd"]), f"{r['projected_200k_s']:.1f} s"]
+        if busy:
+            cells += [f"{r['busy_us_per_step']:.1f}", times_text(r["busy_vs_autograd"]),
+                      f"{r['busy_projected_200k_s']:.1f} s"]
+        else:
+            cells.insert(2, f"{r['steps_per_s']:,.0f}")
+        t.add_row(*cells)
     out.append(t)
+    for name, why in result.get("missing", {}).items():
+        out.append(f"no {name} row: {why}")
     if "dC" in result:
         t = Table(title="dC = sum of demb over positions where X == v (checked against autograd)")
         for col in ("shape", "method", "µs/call", "max |err|", "correct"):

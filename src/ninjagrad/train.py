@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,18 +20,21 @@ import torch
 from . import checkpoint as ckpt
 from .data import Splits, Vocab, load_corpus, make_splits
 from .distributed import DataParallel
-from .engines import autograd_loss_and_grads, make_engine
+from .engines import ENGINES, autograd_loss_and_grads, make_engine
 from .engines.data_parallel import DataParallelEngine
+from .engines.fast import kernel_missing
+from .engines.threads import ALL_CORES_FROM, choose_threads, forward_madds
 from .errors import UsageError
 from .models import MODELS
 from .optim import OPTIMIZERS, lecture_lr, make_optimizer
+from .progress import make_progress
 from .sample import sample_words
 
 
 @dataclass
 class TrainConfig:
     model: str = "mlp"  # which model (see ninjagrad.models)
-    engine: str = "manual"  # how gradients are computed: manual | autograd (| fast)
+    engine: str | None = None  # how gradients are computed: manual | autograd | fast | user; None: see default_engine
     steps: int = 200_000  # optimisation steps (the lecture's 200k)
     batch_size: int = 32  # examples per step
     lr: float = 0.1  # learning rate; a tenth of it from lr_decay_step on
@@ -48,6 +52,7 @@ class TrainConfig:
     weight_decay: float | None = None  # AdamW's decoupled weight decay; None: its default (0.01)
     model_config: dict = field(default_factory=dict)  # fields of the model's config dataclass
     backward: str | None = None  # a learner's file defining backward(...) (exercise 4); sets engine "user"
+    threads: int | None = None  # torch threads; None: OMP_NUM_THREADS when set, else chosen by the step's size
 
     def decay_step(self) -> int:
         return self.steps // 2 if self.lr_decay_step is None else self.lr_decay_step
@@ -71,10 +76,14 @@ class TrainConfig:
             raise UsageError(f"--optimizer {self.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
         if self.model not in MODELS:
             raise UsageError(f"--model {self.model}: choose one of {', '.join(MODELS)}")
+        if self.engine is not None and self.engine not in ENGINES and self.engine != "user":
+            raise UsageError(f"--engine {self.engine}: choose one of {', '.join(ENGINES)}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: use 1 or more")
         if self.weight_decay is not None:
             if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
                 raise UsageError(f"--weight-decay {self.weight_decay}: must be zero or a positive number")
-            chosen = self.optimizer or getattr(MODELS[self.model][0], "default_optimizer", "sgd")
+            chosen = optimizer_name(self)
             if chosen != "adamw":
                 raise UsageError(f"--weight-decay: the {chosen} update has no weight decay; add --optimizer adamw")
         check_device(self.device)
@@ -94,6 +103,66 @@ def check_device(device: str):
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def optimizer_name(cfg: TrainConfig) -> str:
+    """The update the run makes: --optimizer, else the model's own (sgd for the lecture's MLP)."""
+    return cfg.optimizer or getattr(MODELS[cfg.model][0], "default_optimizer", "sgd")
+
+
+# --- the default engine: fast wherever it applies ------------------------------------------------
+# Each check names what keeps the fast engine from a run, or returns None; the first that speaks,
+# in this order, is the one line a run without --engine prints about its engine.
+
+def fast_needs_mlp(cfg, dp):
+    return None if cfg.model == "mlp" else f"the fast engine implements the lecture's mlp, not the {cfg.model}"
+
+
+def fast_needs_sgd(cfg, dp):
+    name = optimizer_name(cfg)
+    return None if name == "sgd" else f"the fast engine implements the lecture's sgd update, not {name}"
+
+
+def fast_needs_cpu(cfg, dp):
+    return None if cfg.device == "cpu" else f"the fast engine's compiled step runs on the cpu, not {cfg.device}"
+
+
+def fast_needs_one_process(cfg, dp):
+    return None if dp is None else "data-parallel runs all-reduce the manual engine's gradients"
+
+
+def fast_needs_kernel(cfg, dp):
+    return kernel_missing()
+
+
+FAST_CHECKS = [fast_needs_mlp, fast_needs_sgd, fast_needs_cpu, fast_needs_one_process, fast_needs_kernel]
+
+
+def default_engine(cfg: TrainConfig, dp=None) -> tuple[str, str]:
+    """The engine of a run that names none, and the line that says which and why: fast wherever it
+    applies (the lecture's MLP with SGD on the cpu), manual elsewhere."""
+    for check in FAST_CHECKS:
+        why = check(cfg, dp)
+        if why is not None:
+            return "manual", f"engine manual: {why}"
+    return "fast", ("engine fast: the whole step in compiled C, with the manual engine's numbers; "
+                    "--engine manual runs the hand-written backward in torch")
+
+
+def default_threads(model, Xtr: torch.Tensor, Ytr: torch.Tensor, batch_size: int) -> tuple[int, str]:
+    """torch's threads for a run that names none, and why: OMP_NUM_THREADS when it is set (the
+    user's word), else by the size of a step (engines/threads.py: one thread for small steps)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) >= 1:
+        return int(env), "OMP_NUM_THREADS"
+    if Xtr.shape[0] == 0:
+        return 1, "no training examples"
+    ix = torch.arange(batch_size, device=Xtr.device) % Xtr.shape[0]
+    madds = forward_madds(model, Xtr[ix], Ytr[ix])
+    n = choose_threads(madds)
+    side = "under" if madds < ALL_CORES_FROM else "over"
+    return n, (f"a forward step of {madds / 1e6:.1f} M multiply-adds, {side} the {ALL_CORES_FROM / 1e6:g} M from "
+               "which more threads pay (engines/threads.py); --threads N overrides")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,11 +230,20 @@ class Run:
         self.console = console
         self.dp = dp  # a DataParallel when launched by torchrun with several processes, else None
         self.writer = dp is None or dp.is_writer  # only one process writes the run folder
+        self.notes: list[str] = []  # lines about the choices made for the run (engine, threads), said once
+        if cfg.engine is None:
+            cfg.engine, note = ("user", None) if cfg.backward is not None else default_engine(cfg, dp)
+            self.notes += [note] if note else []
         dev = cfg.device
         self.Xtr, self.Ytr = splits.Xtr.to(dev), splits.Ytr.to(dev)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.model = build_model(cfg, len(splits.vocab), self.generator)
-        optimizer = make_optimizer(cfg.optimizer or getattr(self.model, "default_optimizer", "sgd"), cfg.weight_decay)
+        if cfg.threads is None:  # chosen before the engine exists: a data-parallel model would all-reduce
+            local_batch = cfg.batch_size // (dp.world_size if dp is not None else 1)
+            cfg.threads, why = default_threads(self.model, self.Xtr, self.Ytr, local_batch)
+            self.notes.append(f"threads {cfg.threads}: {why}")
+        torch.set_num_threads(cfg.threads)
+        optimizer = make_optimizer(optimizer_name(cfg), cfg.weight_decay)
         if cfg.backward is not None:  # exercise 4: the learner's backward(...), verified by the grader
             from .engines.user import UserEngine
             self.engine = UserEngine(self.model, self.Xtr, self.Ytr, optimizer, path=cfg.backward)
@@ -458,8 +536,6 @@ def finish(run: Run) -> dict:
 
 def execute(run: Run, show_progress: bool = True) -> dict:
     """Train to the end (or until a signal), then finish. Ctrl-C and SIGTERM save a checkpoint."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     stop: list[int] = []
     handlers = {}
 
@@ -469,24 +545,12 @@ def execute(run: Run, show_progress: bool = True) -> dict:
     for s in (signal.SIGINT, signal.SIGTERM):
         handlers[s] = signal.signal(s, on_signal)
     try:
-        progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:,.0f} steps/s"),
-                            TimeRemainingColumn(), console=run.console, disable=not (show_progress and run.writer), transient=False)
+        progress = make_progress(run.cfg.steps, run.step, show_progress and run.writer, run.console)
         with progress:
-            task = progress.add_task("train", total=run.cfg.steps, completed=run.step, loss=float("nan"), rate=0.0)
-            every = 100
-
-            def on_progress(r: Run):
-                if r.step % every == 0 or r.step == r.cfg.steps:
-                    rate = r.step / r.train_seconds if r.train_seconds > 0 else 0.0
-                    progress.update(task, completed=r.step, loss=r.losses[-1], rate=rate)
-
             try:
-                run.train(stop, on_progress)
-            except Interrupted as e:
+                run.train(stop, lambda r: progress.update(r.step, r.losses[-1]))
+            except Interrupted:
                 run.save()
-                raise e
-            except TrainingStopped:
                 raise
     finally:
         for s, h in handlers.items():

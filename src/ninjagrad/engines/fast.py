@@ -18,6 +18,7 @@ B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab
 """
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 
 from ..errors import UsageError
 from .base import Engine
+from .threads import cores
 
 CHUNK_ELEMENTS = 64 * 32 * 200  # B*H*steps of one call into the kernel, at most (see chunk_size)
 PARALLEL_MIN_ELEMENTS = 1 << 17  # B*H from which more threads may pay off: worth a few timed trial steps
@@ -63,26 +65,36 @@ def make_blocks(H: int, ngroups: int, width: int) -> np.ndarray:
     return np.array([ngroups] + bounds, np.int64)
 
 
-def cores() -> int:
-    """The cores this process may run on."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 _blas_threads = None  # what set_blas_threads last set (it is one setting for the whole process)
 
 
+KERNEL = "ninjagrad.engines._fast_step"  # the extension setup.py builds from fast_step.c, when it can
+HOW_TO_BUILD = ("to get it, install a C compiler (gcc or clang, e.g. `apt install gcc` or `xcode-select --install`) "
+                "and reinstall ninjagrad (`pip install -e .` in its folder)")
+
+
+def kernel_missing() -> str | None:
+    """Why the compiled steps cannot be loaded, with how to get them; None when they can."""
+    try:
+        importlib.import_module(KERNEL)
+    except ImportError as e:
+        return f"the fast engine's compiled step was not built when ninjagrad was installed ({e}); {HOW_TO_BUILD}"
+    return None
+
+
 def load_step_kernel():
-    """The compiled steps (fast_step.c), handed scipy's sgemm and dgemm.
+    """The compiled steps (fast_step.c), handed scipy's sgemm and dgemm; a UsageError saying what is
+    missing and how to get it when the install built no extension (no C compiler).
 
     scipy.linalg.cython_blas exports BLAS as C function pointers for compiled code to call; the
     extension links no BLAS of its own, and threadpoolctl sets that OpenBLAS's threads.
     """
+    missing = kernel_missing()
+    if missing is not None:
+        raise UsageError(f"--engine fast: {missing}")
     from scipy.linalg import cython_blas
 
-    from . import _fast_step
-
+    _fast_step = importlib.import_module(KERNEL)
     _fast_step.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
     return _fast_step
 

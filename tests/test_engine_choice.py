@@ -1,0 +1,130 @@
+"""What a run gets when it names no engine and no threads: fast where it applies, threads by the step's size,
+and every engine but fast when the install built no C extension (no C compiler)."""
+import contextlib
+import io
+import json
+import sys
+
+import pytest
+import torch
+
+from ninjagrad.cli import main
+from ninjagrad.engines import make_engine
+from ninjagrad.engines.fast import KERNEL, kernel_missing
+from ninjagrad.engines.threads import ALL_CORES_FROM, choose_threads, forward_madds
+from ninjagrad.models import MLP, MLPConfig
+from ninjagrad.train import TrainConfig, default_engine, default_threads
+
+
+def cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def small(words, out, *extra):
+    return ["train", "--data", words, "--steps", 40, "--n-hidden", 16, "--out", out, "--no-progress",
+            "--samples", 0, "--device", "cpu", *extra]
+
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """As after `CC=/bin/false pip install -e .`: the compiled step cannot be imported."""
+    monkeypatch.setitem(sys.modules, KERNEL, None)
+
+
+@pytest.fixture
+def torch_threads_restored():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_the_lecture_mlp_defaults_to_the_fast_engine(small_words, tmp_path):
+    code, out, err = cli(*small(small_words, tmp_path / "run"))
+    assert code == 0, err
+    assert "engine fast: the whole step in compiled C" in out and "--engine manual" in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert config["engine"] == "fast" and config["threads"] >= 1
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["engine"] == "fast"
+
+
+@pytest.mark.parametrize("settings, dp, why", [
+    (dict(model="wavenet"), None, "implements the lecture's mlp, not the wavenet"),
+    (dict(optimizer="adamw"), None, "sgd update, not adamw"),
+    (dict(device="cuda"), None, "runs on the cpu, not cuda"),
+    (dict(), object(), "data-parallel"),
+])
+def test_elsewhere_the_default_is_manual_and_says_why(settings, dp, why):
+    engine, note = default_engine(TrainConfig(**settings), dp)
+    assert engine == "manual" and note.startswith("engine manual: ") and why in note
+
+
+def test_without_the_extension_the_default_is_manual_and_says_how_to_get_it(no_kernel, small_words, tmp_path):
+    missing = kernel_missing()
+    assert "not built" in missing and "C compiler" in missing and "pip install -e ." in missing
+    assert default_engine(TrainConfig()) == ("manual", f"engine manual: {missing}")
+    code, out, err = cli(*small(small_words, tmp_path / "run"))
+    assert code == 0, err
+    assert out.count("C compiler") == 1  # said once
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["engine"] == "manual"
+
+
+def test_without_the_extension_engine_fast_is_one_line_and_exit_2(no_kernel, small_words, tmp_path):
+    code, out, err = cli(*small(small_words, tmp_path / "run", "--engine", "fast"))
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "--engine fast" in err and "C compiler" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_without_the_extension_the_other_engines_train(no_kernel, small_words, tmp_path):
+    for engine in ("manual", "autograd"):
+        code, _, err = cli(*small(small_words, tmp_path / engine, "--engine", engine))
+        assert code == 0, err
+
+
+def test_forward_madds_counts_the_matmuls():
+    cfg = MLPConfig(vocab_size=27, block_size=3, n_embd=10, n_hidden=200)
+    model = MLP.create(cfg, torch.Generator().manual_seed(0))
+    X, Y = torch.randint(0, 27, (32, 3)), torch.randint(0, 27, (32,))
+    assert forward_madds(model, X, Y) == 32 * (30 * 200 + 200 * 27)
+
+
+def test_one_thread_below_the_threshold_every_core_from_it():
+    assert choose_threads(ALL_CORES_FROM - 1, 8) == 1
+    assert choose_threads(ALL_CORES_FROM, 8) == 8
+    assert choose_threads(10 * ALL_CORES_FROM, 1) == 1
+
+
+def test_default_threads(monkeypatch):
+    model = MLP.create(MLPConfig(vocab_size=27), torch.Generator().manual_seed(0))
+    X, Y = torch.randint(0, 27, (100, 3)), torch.randint(0, 27, (100,))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads(model, X, Y, 32) == (3, "OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    n, why = default_threads(model, X, Y, 32)
+    assert n == 1 and why.startswith("a forward step of 0.4 M multiply-adds, under the ")
+
+
+def test_threads_flag_reaches_torch_and_the_checkpoint(small_words, tmp_path, torch_threads_restored):
+    from ninjagrad.checkpoint import load_checkpoint
+
+    code, out, err = cli(*small(small_words, tmp_path / "run", "--threads", 2, "--engine", "manual"))
+    assert code == 0, err
+    assert torch.get_num_threads() == 2
+    assert load_checkpoint(tmp_path / "run")["train_config"]["threads"] == 2
+    torch.set_num_threads(1)
+    assert cli("train", "--resume", tmp_path / "run", "--no-progress")[0] == 0  # nothing left to do: finishes
+    assert torch.get_num_threads() == 2  # the saved count, so that sums run in the same order
+    assert cli(*small(small_words, tmp_path / "bad", "--threads", 0))[0] == 2
+
+
+def test_make_engine_without_the_extension(no_kernel):
+    from ninjagrad.errors import UsageError
+
+    model = MLP.create(MLPConfig(vocab_size=5, n_hidden=8), torch.Generator().manual_seed(0))
+    X, Y = torch.zeros((4, 3), dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(UsageError, match="C compiler"):
+        make_engine("fast", model, X, Y)
+    make_engine("manual", model, X, Y)
