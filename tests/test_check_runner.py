@@ -128,13 +128,32 @@ def test_keepdim_shape_that_broadcasts_alike_passes_with_a_note(ctx1, solution):
 
 
 def test_a_shape_that_only_broadcasts_to_the_batch_is_named(ctx1, solution):
-    """`dbndiff2 = 1/(n-1)*dbnvar`: right values, but (1, H) where bndiff2 is (B, H)."""
+    """`dbndiff2 = 1/(n-1)*dbnvar`: right values, but (1, H) where bndiff2 is (B, H): it passes with a note
+    that names the missing broadcast; strict shapes fail it with that diagnosis, not "wrong axis"."""
     old = "dbndiff2 = (1.0/(n-1))*torch.ones_like(bndiff2) * dbnvar"
     src = solution.replace(old, "dbndiff2 = 1/(n-1)*dbnvar")
     r = by_name(check_source("b.py", src, ctx1))["bndiff2"]
+    assert r["verdict"] in ("exact", "rounding") and "broadcast to bndiff2's shape" in r["note"]
+    r = by_name(check_source("b.py", src, ctx1, strict_shapes=True))["bndiff2"]
     assert r["verdict"] == "shape" and r["diagnosis"]["kind"] == "broadcast"
     msg = r["diagnosis"]["message"]
     assert "broadcast to bndiff2's shape is missing" in msg and "right" in msg and "wrong axis" not in msg
+
+
+@pytest.mark.parametrize("old,new,verdict", [
+    ("db2 = dlogits.sum(0)", "db2 = dlogits.sum(0, keepdim=True)", "pass"),  # (1, 27) for (27,): cmp says exact
+    ("dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)", "dcounts_sum_inv = (counts * dprobs).sum(1)",
+     "shape"),  # (32,) for (32, 1): broadcasts to (32, 32) against it
+    ("dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)", "dlogit_maxes = -dnorm_logits", "shape"),  # not summed
+])
+def test_which_shapes_pass_on_their_values(ctx1, solution, old, new, verdict):
+    assert old in solution
+    name = old.split(" = ")[0][1:]
+    r = by_name(check_source("s.py", solution.replace(old, new), ctx1))[name]
+    if verdict == "pass":
+        assert r["verdict"] in ("exact", "rounding") and "keepdim" in r["note"]
+    else:
+        assert r["verdict"] == "shape" and r["diagnosis"]["kind"] == "broadcast"
 
 
 def test_tanh_platform_note(ctx1, solution):

@@ -202,12 +202,20 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False) -
             r = Result(x, shape, "error", note=failure_note(f, ctx), line=f.line, cell=f.cell)
         elif x not in forced.values32:
             r = Result(x, shape, "missing", note=missing_note(x, prog, written, known))
+        elif forced.values32[x] is None:
+            u = forced.units[x]
+            r = Result(x, shape, "missing", line=u.line, cell=u.cell,
+                       note=f"{dvar} is None after its last assignment ({u.where}: `{u.first_line()}`)")
         else:
             r = judge(x, forced.values32[x], forced.values64.get(x), t32.grads[x], t64.grads[x],
                       t64.scale.get(x, 1.0), ctx.setup.n, t64.edges.get(x, []), ctx.solution.get(x),
                       strict_shapes=strict_shapes)
             u = forced.units[x]
             r.line, r.cell = u.line, u.cell
+            if x in forced.earlier and r.verdict not in OK:
+                f = forced.earlier[x]
+                r.note = ((r.note + "; ") if r.note else "") + f"an earlier line that assigns it raised ({f.where}: " \
+                                                             f"{f.message})"
         if x in forced.aliased and r.verdict in OK:
             u, harmless = forced.aliased[x]
             found = aliasing(x, r, u, harmless)

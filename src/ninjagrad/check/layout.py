@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from .names import compare_calls, dotted, learned_dvars
-from .statements import Unit, unit_of
+from .statements import Unit, reads_of, unit_of
 from .submission import Cell, Submission
 
 MARKER = re.compile(r"^\W*exercise\s*#?\s*([1-4])\b", re.IGNORECASE)
@@ -173,19 +173,36 @@ def infer_exercise(units: list[Unit], ex1_nodes: set[str]) -> int | None:
 
 # --- notebooks --------------------------------------------------------------------------------------
 
+def static_forward(units: list[Unit], k: int) -> set[str]:
+    """The names the `loss = ...` at units[k] depends on through plain `name = expression` lines."""
+    needed = set(reads_of(units[k].node.value))
+    names = set()
+    for u in reversed(units[:k]):
+        if not isinstance(u.node, ast.Assign):
+            continue
+        made = u.writes & needed
+        if made:
+            needed -= made
+            names |= made
+            needed |= set(reads_of(u.node.value))
+    return names
+
+
 def forward_end(units: list[Unit]) -> int | None:
-    """The index of the `loss = ...` that ends the forward: the last one before the first statement
-    that assigns d<name> for a name assigned before it."""
-    assigned: set[str] = set()
-    last_loss = None
-    for i, u in enumerate(units):
-        if last_loss is not None and any(w.startswith("d") and w[1:] in assigned for w in u.writes):
-            return last_loss
-        if assigns_loss(u):
-            last_loss = i
-        if isinstance(u.node, ast.Assign):
-            assigned |= u.writes
-    return None
+    """The index of the `loss = ...` that ends the forward: of every top-level `loss = ...`, the one
+    whose forward's names get the most gradients d<name> assigned after it (a toy `loss` in a scratch
+    cell has few); the later one on a tie."""
+    best, best_score = None, 0
+    for k, u in enumerate(units):
+        if not assigns_loss(u):
+            continue
+        names = static_forward(units, k)
+        written = set().union(*(v.writes for v in units[k + 1:])) if k + 1 < len(units) else set()
+        calls = {c.dvar for c in compare_calls(units[k + 1:]) if c.node in names}
+        score = len({w for w in written if w[:1] == "d" and w[1:] in names} | (calls & written))
+        if score and score >= best_score:
+            best, best_score = k, score
+    return best
 
 
 def regions(sub: Submission, start: Unit | None) -> list[tuple[Unit, int]]:
@@ -220,11 +237,13 @@ def loop_of(u: Unit, cell: Cell, before: list[Unit]) -> Loop | None:
         return None
     body = [unit_of(s, cell.python, u.filename, u.cell) for s in _flat(loop.body)]
     k = max(i for i, b in enumerate(body) if assigns_loss(b))
-    backward = []
-    for b in body[k + 1:]:
-        if _updates(b.node):
-            break
-        backward.append(b)
+    rest = body[k + 1:]
+    # the backward ends at the last parameter update (a learner may update with p.grad first, then
+    # compute their own), or at the loop's own break; updates are not run
+    updates = [i for i, b in enumerate(rest) if _updates(b.node)]
+    breaks = [i for i, b in enumerate(rest) if _breaks(b.node)]
+    end = updates[-1] if updates else (breaks[0] if breaks else len(rest))
+    backward = [b for i, b in enumerate(rest[:end]) if i not in updates]
     target = loop.target if isinstance(loop, ast.For) else None
     iterable = loop.iter if isinstance(loop, ast.For) else None
     grads = _name_list(backward + body[:k], "grads")
@@ -232,11 +251,22 @@ def loop_of(u: Unit, cell: Cell, before: list[Unit]) -> Loop | None:
     return Loop(u, before, target, iterable, body[: k + 1], backward, grads, params)
 
 
+def _own_level(node: ast.AST):
+    """The node and its descendants, except the bodies of loops nested in it."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.For, ast.While)):
+            yield from _own_level(child)
+
+
+def _breaks(node: ast.AST) -> bool:
+    """A `break` or `continue` of the training loop itself (not of a loop inside the backward)."""
+    return any(isinstance(s, (ast.Break, ast.Continue)) for s in _own_level(node))
+
+
 def _updates(node: ast.AST) -> bool:
-    """The parameter update (or the loop's own bookkeeping) that ends exercise 4's backward."""
+    """A parameter update: `p.data += ...`, `optimizer.step()`."""
     for s in ast.walk(node):
-        if isinstance(s, (ast.Break, ast.Continue)):
-            return True
         if isinstance(s, (ast.Assign, ast.AugAssign)):
             targets = s.targets if isinstance(s, ast.Assign) else [s.target]
             if any(isinstance(t, ast.Attribute) and t.attr == "data" for t in targets):
@@ -281,10 +311,37 @@ def notebook_layout(sub: Submission) -> Layout:
         elif ex in (1, 2, 3):
             by_exercise.setdefault(ex, []).append(u)
     assigned = set().union(*(u.writes for u in setup)) if setup else set()
+    for ex in (2, 3):
+        if ex not in by_exercise:
+            fused = fused_answer(by_exercise.get(1, []), ex)
+            if fused:
+                by_exercise[ex] = fused
     found = [f for ex, us in sorted(by_exercise.items()) if (f := _statements_exercise(ex, us, assigned))]
     if loops:
         found.append(loops[-1])  # a second loop further down is the learner's later attempt
     return Layout(setup, loss, found)
+
+
+def fused_answer(units: list[Unit], ex: int) -> list[Unit]:
+    """Exercise 2 or 3 written among exercise 1's cells, without a marker: the last one-expression
+    dlogits (from a softmax) or dhprebn (from dhpreact), and the same cell's lines that finish it."""
+    name, sign = ("dlogits", "softmax") if ex == 2 else ("dhprebn", "dhpreact")
+    start = None
+    for i, u in enumerate(units):
+        if simple_target(u) == name and (sign in _calls_and_reads(u.node.value)):
+            start = i
+    if start is None:
+        return []
+    out = [units[start]]
+    for u in units[start + 1:]:
+        if u.cell != units[start].cell or name not in u.writes or simple_target(u) == name:
+            break
+        out.append(u)
+    return out
+
+
+def _calls_and_reads(node: ast.AST) -> set[str]:
+    return {c.split(".")[-1] for c in _calls(node)} | set(reads_of(node))
 
 
 def _statements_exercise(ex: int, units: list[Unit], forward_names: set[str]) -> Found | None:

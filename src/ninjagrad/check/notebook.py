@@ -21,8 +21,8 @@ from .batch import Setup
 from .core import Context, check_program, prepare_exercise, solution_values, summarise, upstream_of
 from .exercises import get_exercise
 from .layout import Found, Layout, notebook_layout
-from .own_forward import (Forward, SetupRun, first_value, install_stubs, run_setup_units, slice_forward,
-                          trace_own, words_from)
+from .own_forward import (Forward, SetupRun, first_failure, first_value, install_stubs, run_setup_units,
+                          slice_forward, trace_own, words_from)
 from .runner import Program
 from .submission import Submission
 from .trace import Trace
@@ -91,13 +91,13 @@ def loop_context(f: Found, layout: Layout, namespace: dict, source: str) -> tupl
     ns = dict(namespace)
     run = run_setup_units(loop.before, ns)
     if loop.target is not None:
-        try:
-            first_value(loop.target, loop.iterable, ns)
-        except Exception as e:  # noqa: BLE001
-            raise UsageError(f"{loop.unit.where}: the loop's first value cannot be taken ({e})") from None
+        first_value(loop.target, loop.iterable, ns)
     run_setup_units(loop.forward, ns, run)
     units = layout.setup + loop.before + loop.forward
-    fw = slice_forward(units, loop.forward[-1], ns)
+    try:
+        fw = slice_forward(units, loop.forward[-1], ns)
+    except UsageError as e:
+        raise UsageError(f"{e}{first_failure(run, loop.forward)}") from None
     t32, t64 = trace_own(fw)
     order = [p for p in loop.params if p in fw.params] + [p for p in fw.params if p not in loop.params]
     dvars = {p: g for p, g in zip(loop.params, loop.grads)} if len(loop.params) == len(loop.grads) else {}
@@ -146,7 +146,7 @@ def check_notebook(sub: Submission, data: str | None = None, strict_shapes: bool
                     fw = slice_forward(layout.setup, layout.loss, namespace)
                     own = (fw, *trace_own(fw))
                 except UsageError as e:
-                    why = setup_trouble(setup, str(e))
+                    why = setup_trouble(setup, str(e), layout.setup)
             for f in layout.found:
                 if not f.attempted:
                     reports.append(not_attempted(sub.path, f))
@@ -158,12 +158,9 @@ def check_notebook(sub: Submission, data: str | None = None, strict_shapes: bool
     return reports
 
 
-def setup_trouble(setup: SetupRun, why: str) -> str:
+def setup_trouble(setup: SetupRun, why: str, units: list) -> str:
     """Why the notebook's own forward could not be used, with the first setup statement that failed."""
-    if setup.errors:
-        u, msg = setup.errors[0]
-        why += f" (the first setup statement that failed: {u.where}, `{u.first_line()}`: {msg})"
-    return why
+    return why + first_failure(setup, units)
 
 
 def check_found(sub: Submission, f: Found, layout: Layout, namespace: dict, own, why: str | None, words: Words,

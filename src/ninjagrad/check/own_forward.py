@@ -125,7 +125,10 @@ class SetupRun:
 
 
 def run_setup_units(units: list[Unit], namespace: dict, run: SetupRun | None = None) -> SetupRun:
-    """Run the units one at a time in `namespace`; errors are noted, not raised. Prints are dropped."""
+    """Run the units one at a time in `namespace`; errors are noted, not raised. Prints are dropped.
+
+    The tensors of a `parameters = [C, W1, ...]` list get requires_grad, as the lecture sets it: a
+    learner whose training loop runs under torch.no_grad() no longer needs it, the trace does."""
     run = run or SetupRun(namespace)
     for u in units:
         if u.node is None:
@@ -135,19 +138,39 @@ def run_setup_units(units: list[Unit], namespace: dict, run: SetupRun | None = N
             run.skipped.append(u)
             continue
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), torch.enable_grad():
                 exec(u.code, namespace)
         except Exception as e:  # noqa: BLE001 -- a failing setup statement is noted; the slice decides
             run.errors.append((u, describe_exc(e)))
+            continue
+        if "parameters" in u.writes:
+            for p in namespace.get("parameters") or ():
+                if torch.is_tensor(p) and p.is_floating_point() and p.grad_fn is None:
+                    p.requires_grad_(True)
     return run
 
 
+def first_failure(run: SetupRun, units: list[Unit]) -> str:
+    """" (the first of these statements that failed: cell 3, line 2, `...`: NameError ...)", or ""."""
+    among = {id(u) for u in units}
+    for u, msg in run.errors:
+        if id(u) in among:
+            return f" (the first statement that failed: {u.where}, `{u.first_line()}`: {msg})"
+    return ""
+
+
 def first_value(target: ast.expr, iterable: ast.expr, namespace: dict):
-    """Bind a loop's variable to the loop's first value (`for i in range(max_steps)`: i = 0)."""
+    """Bind a loop's variable to the loop's first value (`for i in range(max_steps)`: i = 0); to 0
+    when that cannot be taken (a `max_steps` whose line does not parse)."""
+    if isinstance(target, ast.Name):
+        namespace[target.id] = 0
     code = compile(ast.fix_missing_locations(ast.Module([ast.Assign(
         [target], ast.Call(ast.Name("next", ast.Load()), [ast.Call(ast.Name("iter", ast.Load()), [iterable], [])],
                            []))], type_ignores=[])), "<loop>", "exec")
-    exec(code, namespace)
+    try:
+        exec(code, namespace)
+    except Exception:  # noqa: BLE001 -- the loop's first value is only a stand-in for its variable
+        pass
 
 
 @dataclass
@@ -157,6 +180,25 @@ class Forward:
     params: dict[str, torch.Tensor]
     extras: dict  # inputs the forward reads (Xb, Yb, n, ...) and every other name the setup left
     where: str  # "cells 8-9" for messages
+
+
+def as_step(u: Unit, name: str) -> Unit | None:
+    """`name = expression` for the statement that makes `name`: the statement itself, or, for
+    `logit_maxes, idx = logits.max(1, keepdim=True)`, `logit_maxes = (logits.max(1, keepdim=True))[0]`."""
+    node = u.node
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return None
+    target = node.targets[0]
+    if isinstance(target, ast.Name):
+        return u if target.id == name else None
+    if not (isinstance(target, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in target.elts)):
+        return None
+    k = [e.id for e in target.elts].index(name)
+    value = ast.Subscript(node.value, ast.Constant(k), ast.Load())
+    step = ast.fix_missing_locations(ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], value), node))
+    text = f"{name} = ({ast.unparse(node.value)})[{k}]"
+    code = compile(ast.Module([step], type_ignores=[]), u.filename, "exec")
+    return Unit(u.cell, u.line, u.end, text, step, code, filename=u.filename)
 
 
 def slice_forward(units: list[Unit], loss: Unit, namespace: dict) -> Forward:
@@ -182,10 +224,9 @@ def slice_forward(units: list[Unit], loss: Unit, namespace: dict) -> Forward:
                 params[name] = v
             elif not (torch.is_tensor(v) and v.requires_grad):
                 inputs.add(name)
-            elif isinstance(u.node, ast.Assign) and len(u.node.targets) == 1 and \
-                    isinstance(u.node.targets[0], ast.Name) and u.node.targets[0].id == name:
-                chosen.append(u)
-                needed |= set(reads_of(u.node.value))
+            elif (step := as_step(u, name)) is not None:
+                chosen.append(step)
+                needed |= set(reads_of(step.node.value))
             else:
                 raise UsageError(f"{u.where}: `{name}`, a step of the forward, is made by a statement the checker "
                                  f"cannot follow (`{u.first_line()}`); write it as `{name} = expression`")

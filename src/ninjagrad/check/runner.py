@@ -152,7 +152,8 @@ class Forced:
     values32: dict = field(default_factory=dict)  # node -> value at its last assignment (a copy)
     values64: dict = field(default_factory=dict)
     units: dict = field(default_factory=dict)  # node -> the unit of its last assignment
-    errors: dict = field(default_factory=dict)  # node -> Failure of a statement that assigns it
+    errors: dict = field(default_factory=dict)  # node -> Failure of the statement that assigns it last
+    earlier: dict = field(default_factory=dict)  # node -> Failure of an earlier statement that assigns it
     aliased: dict = field(default_factory=dict)  # node -> (unit that changed it later, harmless?)
     autograd: dict = field(default_factory=dict)  # node -> (unit, how) where its value comes from autograd
     problems: list = field(default_factory=list)  # Failures of statements that assign no judged gradient
@@ -203,9 +204,12 @@ def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], 
         if ns64 is not None and run_one(prog, u, ns64, torch.float64) is not None:
             failed64.update(w for w in u.writes if w in node_of)  # e.g. `.float()` meeting float64 inputs
         if err is not None:
-            hit = [node_of[w] for w in u.writes if w in node_of]
-            for x in hit:
-                out.errors.setdefault(x, err)
+            hit = [w for w in u.writes if w in node_of]
+            for w in hit:  # an error counts where it leaves the gradient: at its last assignment
+                if last[w] == i:  # `dX += ...` failing because `dX = ...` failed before: the first cause
+                    out.errors[node_of[w]] = out.earlier.get(node_of[w], err) if err.name == w else err
+                else:
+                    out.earlier.setdefault(node_of[w], err)
             if not hit:
                 out.problems.append(err)
         # a judged gradient changed in place by a later line: an alias without .clone()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import re
 import traceback
+import warnings
 from dataclasses import dataclass
 
 # the name a broken line was about to assign: `dC =`, `dC[ix] +=`, `dlogits.data -=`
@@ -115,7 +116,9 @@ def _starts(lines: list[str]) -> list[int]:
 
 def _parse(chunk: str, filename: str):
     try:
-        return ast.parse(chunk, filename=filename)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.parse(chunk, filename=filename)
     except (SyntaxError, ValueError):  # ValueError: a NUL byte
         return None
 
@@ -123,12 +126,30 @@ def _parse(chunk: str, filename: str):
 def split_units(source: str, filename: str, cell: int | None = None) -> list[Unit]:
     """The top-level statements of `source`; stretches that do not parse become units with an error."""
     try:
-        tree = ast.parse(source, filename=filename)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # `x[0, 1]` on a list: the learner's business
+            tree = ast.parse(source, filename=filename)
     except (SyntaxError, ValueError):
         return _split_tolerantly(source, filename, cell)
     except (RecursionError, MemoryError):
         return [Unit(cell, 1, max(1, source.count("\n")), source, None, error="too deeply nested to read")]
-    return [unit_of(node, source, filename, cell) for node in tree.body]
+    return [unit_of(node, source, filename, cell) for node in _opened(tree.body)]
+
+
+def is_main_guard(node: ast.stmt) -> bool:
+    """`if __name__ == "__main__":`: a script's body, run whenever the script runs."""
+    t = node.test if isinstance(node, ast.If) else None
+    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
+            and len(t.comparators) == 1 and isinstance(t.comparators[0], ast.Constant)
+            and t.comparators[0].value == "__main__" and not node.orelse)
+
+
+def _opened(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Top-level statements, with a main guard's body in its place."""
+    out = []
+    for node in body:
+        out += _opened(node.body) if is_main_guard(node) else [node]
+    return out
 
 
 def unit_of(node: ast.stmt, source: str, filename: str, cell: int | None) -> Unit:
@@ -136,21 +157,26 @@ def unit_of(node: ast.stmt, source: str, filename: str, cell: int | None) -> Uni
     return _unit(node, source, filename, cell, 0)
 
 
-def _unit(node: ast.stmt, source: str, filename: str, cell: int | None, offset: int) -> Unit:
-    """A parsed statement; `offset` lines precede the chunk it was parsed from."""
+def _unit(node: ast.stmt, chunk: str, filename: str, cell: int | None, offset: int) -> Unit:
+    """A statement parsed from `chunk`, which starts `offset` lines into the cell."""
+    text = ast.get_source_segment(chunk, node) or ast.unparse(node)
     ast.increment_lineno(node, offset)
-    text = ast.get_source_segment(source, node) or ast.unparse(node)
     unit = Unit(cell, node.lineno, node.end_lineno or node.lineno, text, node, filename=filename)
     try:
-        unit.code = compile(ast.Module([node], type_ignores=[]), filename, "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            unit.code = compile(ast.Module([node], type_ignores=[]), filename, "exec")
     except SyntaxError as e:  # parses but does not compile: `return` or `break` outside their block
         unit.node, unit.error = None, e.msg
     return unit
 
 
-def _split_tolerantly(source: str, filename: str, cell: int | None) -> list[Unit]:
+MAIN_GUARD = re.compile(r"""^if\s+__name__\s*==\s*['"]__main__['"]\s*:\s*(#.*)?$""")
+
+
+def _split_tolerantly(source: str, filename: str, cell: int | None, offset: int = 0) -> list[Unit]:
     """Join lines from each possible start until they parse; a start that never parses is an error
-    unit reaching to the next start."""
+    unit reaching to the next start (a main guard's body is split in turn)."""
     lines = source.split("\n")
     starts = _starts(lines) + [len(lines)]
     units: list[Unit] = []
@@ -158,13 +184,19 @@ def _split_tolerantly(source: str, filename: str, cell: int | None) -> list[Unit
     while i < len(starts) - 1:
         a = starts[i]
         for j in range(i + 1, min(len(starts), i + 1 + MAX_LOOKAHEAD)):
-            tree = _parse("\n".join(lines[a: starts[j]]), filename)
+            chunk = "\n".join(lines[a: starts[j]])
+            tree = _parse(chunk, filename)
             if tree is not None:
-                units += [_unit(node, source, filename, cell, a) for node in tree.body]
+                units += [_unit(node, chunk, filename, cell, offset + a) for node in _opened(tree.body)]
                 i = j
                 break
         else:
             b = starts[i + 1]
+            if MAIN_GUARD.match(lines[a]):
+                body = ipython_dedent("\n".join(lines[a + 1: b]))
+                units += _split_tolerantly(body, filename, cell, offset + a + 1)
+                i += 1
+                continue
             text = "\n".join(lines[a:b]).rstrip()
             try:
                 ast.parse(text, filename=filename)
@@ -173,8 +205,8 @@ def _split_tolerantly(source: str, filename: str, cell: int | None) -> list[Unit
                 msg = e.msg
             except ValueError as e:
                 msg = str(e)
-            end = a + max(1, len(text.split("\n")))
-            units.append(Unit(cell, a + 1, end, text, None, error=msg, filename=filename))
+            end = offset + a + max(1, len(text.split("\n")))
+            units.append(Unit(cell, offset + a + 1, end, text, None, error=msg, filename=filename))
             i += 1
     return units
 

@@ -8,8 +8,10 @@ language (`%%bash`, `%%html`, ...) drop the cell. No torch is imported here.
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
@@ -84,6 +86,10 @@ def read_submission(path: str) -> Submission:
     if path.endswith(".ipynb"):
         return read_notebook(path)
     text = read_utf8(path, "a Python file or a notebook")
+    if "marimo.App(" in text and "@app.cell" in text:
+        marimo = read_marimo(path, text)
+        if marimo is not None:
+            return marimo
     if len(PERCENT_CELL.findall(text)) >= 2:
         return read_percent_script(path, text)
     return Submission(path, [code_cell(None, text, path)], notebook=False)
@@ -104,6 +110,26 @@ def read_percent_script(path: str, text: str) -> Submission:
         else:
             cells.append(code_cell(index, body, path))
     return Submission(path, cells, notebook=True)
+
+
+def read_marimo(path: str, text: str) -> Submission | None:
+    """A marimo notebook: each `@app.cell` function's body (without its closing `return`) is a cell."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    lines = text.split("\n")
+    cells = []
+    for node in tree.body:
+        if not (isinstance(node, ast.FunctionDef) and any(
+                "app.cell" in ast.unparse(d) for d in node.decorator_list)):
+            continue
+        body = node.body[:-1] if node.body and isinstance(node.body[-1], ast.Return) else node.body
+        if not body:
+            continue
+        cell_text = textwrap.dedent("\n".join(lines[body[0].lineno - 1: body[-1].end_lineno]))
+        cells.append(code_cell(len(cells) + 1, cell_text, path))
+    return Submission(path, cells, notebook=True) if cells else None
 
 
 def _cell_text(source) -> str:

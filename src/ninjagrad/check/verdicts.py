@@ -10,9 +10,10 @@ missing   never assigned, or still `...`.
 error     the statement that assigns it raised (line and message given).
 uses-autograd  its value reads autograd's answer (`X.grad`, `loss.backward()`, `torch.autograd.grad`).
 
-A gradient whose shape differs from the tensor's only by dims of size 1 that broadcast the same way
-(the lecture's own `dbnmeani = (-dbndiff).sum(0)`, (64,) for a (1, 64) tensor) is judged on its
-values, with a note; with strict shapes it is a `shape` verdict.
+A gradient whose shape the lecture's cmp would compare element for element with the tensor's (the
+lecture's own `dbnmeani = (-dbndiff).sum(0)`, (64,) for a (1, 64) tensor; `db2` summed with keepdim;
+a (1, H) `dbndiff2` whose broadcast to the batch is left to the next line) is judged on its values,
+broadcast, with a note; with strict shapes it is a `shape` verdict.
 """
 from __future__ import annotations
 
@@ -87,15 +88,38 @@ def platform_note(edges: list, version: str, device: str, local: bool) -> str:
     return f"bitwise equal to the package's own solution on this platform (torch {version}, {device})"
 
 
-def same_broadcast(shape, ref_shape) -> bool:
-    """A shape that holds the same elements and broadcasts like `ref_shape`: (64,) for (1, 64)."""
-    numel = 1
+def numel(shape) -> int:
+    out = 1
     for s in shape:
-        numel *= s
-    ref_numel = 1
-    for s in ref_shape:
-        ref_numel *= s
-    return numel == ref_numel and broadcast_shape(shape, ref_shape) == tuple(ref_shape)
+        out *= s
+    return out
+
+
+def broadcasts_onto(shape, ref_shape) -> bool:
+    """Whether `mine == ref` pairs each element of a gradient of `shape` with exactly one position of
+    `ref_shape`, as the lecture's cmp compares them: (64,) for (1, 64), (1, 27) for (27,), (1, 64) for
+    (32, 64); not (32,) for (32, 1), which broadcasts to (32, 32)."""
+    both = broadcast_shape(shape, ref_shape)
+    return both is not None and numel(both) == numel(ref_shape)
+
+
+def onto(t: torch.Tensor, ref_shape) -> torch.Tensor:
+    """A gradient broadcast onto its tensor's shape (see broadcasts_onto)."""
+    return t.expand(broadcast_shape(tuple(t.shape), tuple(ref_shape))).reshape(ref_shape)
+
+
+def shape_note(name: str, shape: tuple, ref_shape: tuple) -> str:
+    """Why a gradient of another shape is judged on its values, and what gives the exact shape."""
+    head = f"d{name} has shape {shape_str(shape)} where {name} has {shape_str(ref_shape)}"
+    if numel(shape) < numel(ref_shape):
+        why = (f"the broadcast to {name}'s shape is left to later lines; broadcast, its values are judged. A "
+               f"gradient has its tensor's shape: torch.ones_like({name}) * ...")
+    elif len(shape) > len(ref_shape):
+        why = (f"the values are judged; the extra dim of size 1 (keepdim=True) would not fit an update of {name} "
+               f"in place ({name}.data += -lr * d{name}): drop keepdim")
+    else:
+        why = "it broadcasts the same way, so the values are judged; keepdim=True (or .view) gives the exact shape"
+    return f"{head}: {why} (--strict-shapes fails it)"
 
 
 def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, scale: float, n: int,
@@ -104,13 +128,12 @@ def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, s
 
     `forced`: the upstream gradients were autograd's (teacher forcing), so a difference is local."""
     if (torch.is_tensor(mine32) and tuple(mine32.shape) != tuple(ref32.shape) and not strict_shapes
-            and same_broadcast(tuple(mine32.shape), tuple(ref32.shape))):
-        shaped64 = mine64.reshape(ref64.shape) if torch.is_tensor(mine64) and mine64.numel() == ref64.numel() else None
-        r = judge(name, mine32.reshape(ref32.shape), shaped64, ref32, ref64, scale, n, edges, solution32, forced)
-        keepdim = (f"d{name} has shape {shape_str(mine32.shape)} where {name} has {shape_str(ref32.shape)}: "
-                   "it broadcasts the same way, so the values are judged; keepdim=True (or .view) gives the exact "
-                   "shape (--strict-shapes fails it)")
-        r.note = f"{keepdim}; {r.note}" if r.note else keepdim
+            and broadcasts_onto(tuple(mine32.shape), tuple(ref32.shape))):
+        same = torch.is_tensor(mine64) and mine64.shape == mine32.shape
+        r = judge(name, onto(mine32, ref32.shape), onto(mine64, ref64.shape) if same else None, ref32, ref64,
+                  scale, n, edges, solution32, forced)
+        note = shape_note(name, tuple(mine32.shape), tuple(ref32.shape))
+        r.note = f"{note}; {r.note}" if r.note else note
         return r
     shape = tuple(ref32.shape)
     if mine32 is Ellipsis or mine32 is None:
