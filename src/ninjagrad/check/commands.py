@@ -222,6 +222,12 @@ def check_items(path: str, args) -> list[dict]:
         pl = plan(path, args.exercise, args.forward)
     except UsageError as e:
         return [{"file": path, "exit": 2, "error": str(e)}]
+    except (RecursionError, MemoryError) as e:
+        return [{"file": path, "exit": 2, "error": f"{path}: cannot be read ({type(e).__name__}: nested or large "
+                                                   "beyond what the checker reads)"}]
+    except Exception as e:  # noqa: BLE001 -- one file the checker cannot read never stops the batch
+        return [{"file": path, "exit": 1, "error": f"the checker failed to read this file ({type(e).__name__}: "
+                                                   f"{e}); please report it"}]
     item = run_isolated(path, pl.exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb,
                         args.forward, notebook=pl.notebook, strict_shapes=args.strict_shapes)
     if "reports" not in item:

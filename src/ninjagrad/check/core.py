@@ -37,7 +37,7 @@ class Context:
     t64: Trace
     judged: list[str]  # node names, in the order a solution finishes them
     solution: dict  # node -> the package's solution's float32 value on this platform
-    seed: int
+    seed: int | None  # of init and batch (None: a notebook's own)
     device: str
     given: list[str] = field(default_factory=list)  # nodes whose autograd gradient is in scope
     forward: str = "the lecture's"  # whose forward the gradients are judged against (for the report)
@@ -86,11 +86,13 @@ def solution_values(ctx: Context) -> tuple[dict, dict]:
     if ex.kind == "function":
         grads, err = call_backward(sol, ex.function, ctx.t32, torch.float32)
         return (dict(grads) if err is None else {}), {}
-    try:
-        forced = run_forced(sol, ctx.t32, None, ctx.judged, ctx.given)
+    nodes = list(dict.fromkeys(ctx.judged + [x for x in ctx.t32.nodes if x not in ctx.given]))
+    try:  # every node forced, as when the exercise judges them all: the solution's own bits per node
+        forced = run_forced(sol, ctx.t32, None, nodes, ctx.given)
     except UsageError:
         return {}, {}
-    values = {x: v for x, v in forced.values32.items() if x not in forced.errors and torch.is_tensor(v)}
+    values = {x: v for x, v in forced.values32.items()
+              if x in ctx.judged and x not in forced.errors and torch.is_tensor(v)}
     return values, {x: u.line for x, u in forced.units.items()}
 
 
@@ -253,7 +255,7 @@ def check_program(prog: Program, ctx: Context, strict_shapes: bool = False) -> d
     else:
         results, facts = judge_statements(prog, ctx, strict_shapes)
         problems, plain_failed = facts["problems"], facts["plain_failed"]
-    cells = sorted({u.cell for u in prog.units if u.cell is not None})
+    cells = sorted({u.cell for _, u in prog.runnable() if u.cell is not None and u.writes})
     return {"exercise": ex.id or None, "forward": ex.forward_file, "file": prog.path, "cells": cells,
             "results": [r.to_dict() for r in results], "summary": summarise(results, plain_failed),
             "problems": problems, "environment": environment(ctx)}

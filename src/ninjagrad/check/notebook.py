@@ -63,7 +63,7 @@ def own_context(number: int, fw: Forward, t32: Trace, t64: Trace, judged: list[s
     ex = dataclasses.replace(get_exercise(number) if number in (1, 2, 3) else get_exercise(1), id=number,
                              kind="statements", judge=judged, given=given)
     setup = Setup(fw.params, fw.extras, source, batch_size(t32.namespace, t32))
-    ctx = Context(ex, setup, t32, t64, judged, {}, 0, "cpu", given, f"the notebook's own ({fw.where})")
+    ctx = Context(ex, setup, t32, t64, judged, {}, None, "cpu", given, f"the notebook's own ({fw.where})")
     try:
         ctx.solution, order = solution_values(ctx)  # the package's solution, when the names fit
     except Exception:  # noqa: BLE001 -- a forward with other names: no solution to compare with
@@ -108,7 +108,7 @@ def loop_context(f: Found, layout: Layout, namespace: dict, source: str) -> tupl
     judged = order + inner
     ex = dataclasses.replace(get_exercise(4), kind="statements", judge=judged, given=[])
     setup = Setup(fw.params, fw.extras, source, batch_size(t32.namespace, t32))
-    ctx = Context(ex, setup, t32, t64, judged, {}, 0, "cpu", [], f"the training loop's ({loop.unit.where})")
+    ctx = Context(ex, setup, t32, t64, judged, {}, None, "cpu", [], f"the training loop's ({loop.unit.where})")
     return ctx, prog
 
 

@@ -131,7 +131,7 @@ def run_setup_units(units: list[Unit], namespace: dict, run: SetupRun | None = N
     learner whose training loop runs under torch.no_grad() no longer needs it, the trace does."""
     run = run or SetupRun(namespace)
     for u in units:
-        if u.node is None:
+        if u.code is None:
             run.errors.append((u, f"syntax error: {u.error}"))
             continue
         if trains(u.node) or (autograd_use(u.node) and not u.writes):

@@ -96,8 +96,10 @@ def render(report: dict, console) -> None:
                       "ignored)")
     s = report["summary"]
     style = "bold green" if s["ok"] else "bold red"
-    console.print(f"[{style}]{escape(s['text'])}[/] ({s['total']} gradients; torch {env.get('torch')}, "
-                  f"{env.get('device')}, {env.get('dtype')}, data: {escape(str(env.get('data')))}, seed {env.get('seed')})")
+    seed = f", seed {env['seed']}" if env.get("seed") is not None else ""
+    console.print(f"[{style}]{escape(s['text'])}[/] ({s['total']} gradient{'s' * (s['total'] != 1)}; torch "
+                  f"{env.get('torch')}, {env.get('device')}, {env.get('dtype')}, data: "
+                  f"{escape(str(env.get('data')))}{seed})")
     if env.get("forward") and env["forward"] != "the lecture's":
         console.print(f"judged against {escape(env['forward'])} forward")
     if s.get("cascade"):
@@ -140,3 +142,47 @@ def _clean(x):
     if isinstance(x, list):
         return [_clean(v) for v in x]
     return x
+
+
+class CheckReport:
+    """A check's report that shows itself: as HTML in a notebook, as the terminal's table elsewhere.
+
+    It reads like the JSON report (`report["results"]`, `report["summary"]["ok"]`)."""
+
+    WIDTH = 130  # characters: the notes column sits beside the table
+
+    def __init__(self, report: dict):
+        self.report = report
+
+    def __getitem__(self, key):
+        return self.report[key]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.report["summary"]["ok"])
+
+    def _console(self):
+        from rich.console import Console
+        return Console(record=True, width=self.WIDTH, file=_Discard(), force_terminal=False, force_jupyter=False,
+                       color_system="truecolor")
+
+    def __repr__(self) -> str:
+        console = self._console()
+        render(self.report, console)
+        return console.export_text(styles=False).rstrip()
+
+    def _repr_html_(self) -> str:
+        console = self._console()
+        render(self.report, console)
+        return console.export_html(inline_styles=True, code_format='<pre style="font-family:monospace;'
+                                                                  'line-height:1.25">{code}</pre>')
+
+
+class _Discard:
+    """A file that drops what is written: the recorded console exports, it does not print."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass

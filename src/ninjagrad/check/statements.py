@@ -28,7 +28,7 @@ class Unit:
     end: int  # its last line
     text: str  # the source as written
     node: ast.stmt | None  # None when it does not parse
-    code: object = None  # compiled, ready to exec (None when it does not parse or compile)
+    code: object = None  # compiled, ready to exec (None when it does not parse, or not compile on its own)
     error: str | None = None  # why it does not parse
     filename: str = "<learner>"  # the name its code is compiled under: tracebacks point there
 
@@ -166,8 +166,8 @@ def _unit(node: ast.stmt, chunk: str, filename: str, cell: int | None, offset: i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
             unit.code = compile(ast.Module([node], type_ignores=[]), filename, "exec")
-    except SyntaxError as e:  # parses but does not compile: `return` or `break` outside their block
-        unit.node, unit.error = None, e.msg
+    except SyntaxError as e:  # parses but does not compile alone: `return` or `break` outside their block
+        unit.error = e.msg
     return unit
 
 

@@ -66,7 +66,7 @@ def as_python(text: str) -> tuple[str, str | None]:
     for ln in lines:
         m = LINE_MAGIC.match(ln)
         if m and m.group(2) == "time" and m.group(3).strip():
-            out.append(m.group(1) + " " * 6 + m.group(3).lstrip())  # `%time dC = ...` runs dC = ...
+            out.append(m.group(1) + m.group(3).lstrip())  # `%time dC = ...` runs dC = ...
         elif m or SHELL.match(ln) or HELP.match(ln):
             indent = ln[: len(ln) - len(ln.lstrip())]
             out.append(indent + "pass")  # keeps the line count, and a block that held only the magic
