@@ -59,7 +59,7 @@ def test_mistakes_are_named_as_for_the_exercises():
     cases = [
         ("dhpre += sig * (1 - sig) * dsig", "pass", "hpre", "missing_branch"),
         ("dsig = hpre * dh", "dsig = -hpre * dh", "sig", "sign"),
-        ("db1 = dhpre.sum(0)", "db1 = dhpre.sum(0, keepdim=True)", "b1", "broadcast"),
+        ("db1 = dhpre.sum(0)", "db1 = dhpre", "b1", "broadcast"),
         ("dW2 = h.T @ dlogits", "dW2 = dlogits.T @ h", "W2", "transpose"),
         ("/ n  #", "#", "logits", "scale"),
     ]
