@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ninjagrad.data import Vocab, build_dataset, load_babynames, load_words, make_splits
 from ninjagrad.errors import UsageError
@@ -19,6 +21,22 @@ def test_windows_of_one_word():
     s = vocab.stoi
     assert X.tolist() == [[0, 0, 0], [0, 0, s["e"]], [0, s["e"], s["m"]], [s["e"], s["m"], s["m"]], [s["m"], s["m"], s["a"]]]
     assert Y.tolist() == [s["e"], s["m"], s["m"], s["a"], 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="ab\u00e9\u4e00z", max_size=6), max_size=12), st.integers(1, 5))
+def test_windows_are_the_lectures_loop(words, block_size):
+    """The vectorised windows equal the lecture's loop over every character of every word."""
+    vocab = Vocab.from_words(words)
+    X, Y = build_dataset(words, block_size, vocab)
+    rows, targets = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            rows.append(context)
+            targets.append(vocab.stoi[ch])
+            context = context[1:] + [vocab.stoi[ch]]
+    assert X.tolist() == rows and Y.tolist() == targets and X.shape == (len(rows), block_size)
 
 
 def test_default_corpus_is_lowercase_distinct_names():

@@ -108,19 +108,28 @@ class Vocab:
         return "".join(self.itos[i] for i in ix)
 
 
-def build_dataset(words: list[str], block_size: int, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every (context, next character) pair of every word: X (N, T) int64, Y (N,) int64."""
+def encode(text: str, vocab: Vocab) -> torch.Tensor:
+    """The characters' indices, int64; one str.translate for vocabularies of up to 256 characters."""
     stoi = vocab.stoi
-    X, Y = [], []
-    for w in words:
-        context = [0] * block_size
-        for ch in w + ".":
-            ix = stoi[ch]
-            X.append(context)
-            Y.append(ix)
-            context = context[1:] + [ix]
-    X = torch.tensor(X, dtype=torch.long).view(-1, block_size)  # (N, T), also when block_size is 0
-    return X, torch.tensor(Y, dtype=torch.long)
+    if len(vocab) <= 256:
+        codes = text.translate({ord(c): i for c, i in stoi.items()}).encode("latin-1")
+        return torch.frombuffer(bytearray(codes), dtype=torch.uint8).long() if codes else torch.zeros(0, dtype=torch.long)
+    return torch.tensor([stoi[c] for c in text], dtype=torch.long)
+
+
+def build_dataset(words: list[str], block_size: int, vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (context, next character) pair of every word: X (N, T) int64, Y (N,) int64.
+
+    Y is every word's characters and its end mark '.', one after another; row i of X holds the
+    T characters before Y[i] in the same word, with '.' (0) before the word's start."""
+    Y = encode("".join(w + "." for w in words), vocab)  # (N,)
+    lengths = torch.tensor([len(w) + 1 for w in words], dtype=torch.long)
+    starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)  # (N,) where each word starts
+    back = torch.arange(block_size) - block_size  # (T,) -T, ..., -1: the context's offsets
+    where = torch.arange(len(Y))[:, None] + back  # (N, T) each context character's index in Y
+    inside = where >= starts[:, None]  # before the word's start: the start mark
+    X = torch.where(inside, Y[where.clamp(min=0)], 0) if len(Y) else torch.zeros(0, block_size, dtype=torch.long)
+    return X, Y
 
 
 @dataclass
