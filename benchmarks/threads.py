@@ -4,8 +4,8 @@
     python benchmarks/threads.py --write         # and puts it in benchmarks/README.md
     python benchmarks/threads.py --shapes mlp:32x200 transformer:32
 
-The table behind the rule of `ninjagrad/engines/threads.py` (one thread below ALL_CORES_FROM forward
-multiply-adds a step, every core above). For each shape, the manual and autograd engines take turns on
+The table behind the rule of `ninjagrad/engines/threads.py` (one thread for a step whose matmuls average
+fewer than ALL_CORES_FROM multiply-adds, every core for larger ones). For each shape, the manual and autograd engines take turns on
 one thread and on every core, first on the machine as it is, then with a CPU-bound neighbour process
 (`bench.busy_neighbour`) beside them; each figure is the median of the repeats.
 """
@@ -20,16 +20,16 @@ import torch
 
 from ninjagrad import bench
 from ninjagrad.engines import make_engine
-from ninjagrad.engines.threads import ALL_CORES_FROM, cores, forward_madds
+from ninjagrad.engines.threads import ALL_CORES_FROM, choose_threads, cores, step_size
 from ninjagrad.models import MODELS
 
 from readme import md_table, write_section
 
 # model:BxH for the MLP (batch x n_hidden), model:B for the others (their default sizes)
 SHAPES = ["mlp:32x200", "mlp:256x200", "mlp:32x1024", "mlp:1024x200", "mlp:256x1024", "mlp:4096x200",
-          "mlp:4096x1024", "wavenet:32", "transformer:32", "transformer:128"]
+          "mlp:4096x1024", "mlp:8192x1024", "wavenet:32", "transformer:32", "transformer:128", "transformer:256"]
 ENGINES = ("manual", "autograd")
-BLOCK_SECONDS = 0.4  # steps per timed block: about this long on one thread
+BLOCK_SECONDS = 0.25  # steps per timed block: about this long on one thread
 
 
 def parse_shape(text: str) -> tuple[str, int, dict]:
@@ -70,9 +70,9 @@ def measure(shape: str, repeats: int, n: int) -> dict:
             threads[key] = t
     first = next(iter(engines.values()))
     Xb, Yb = first.Xtr[:B], first.Ytr[:B]
-    madds = forward_madds(first.model, Xb, Yb)
+    size = step_size(first.model, Xb, Yb)
     steps = steps_for(first, N, B)
-    out = {"shape": shape, "madds": madds, "steps": steps}
+    out = {"shape": shape, "size": size, "steps": steps}
     for busy in (False, True):
         with bench.busy_neighbour(busy):
             times = bench.time_engines(engines, N, B, steps, repeats, threads=threads)
@@ -86,10 +86,13 @@ def table(results: list[dict], n: int) -> str:
         for name in ENGINES:
             q1, qn = r["quiet"][f"{name} 1"], r["quiet"][f"{name} {n}"]
             b1, bn = r["busy"][f"{name} 1"], r["busy"][f"{name} {n}"]
-            rows.append([r["shape"], f"{r['madds'] / 1e6:.1f}", name, f"{q1 * 1e3:.3f}", f"{qn * 1e3:.3f}",
-                         f"{qn / q1:.2f}", f"{b1 * 1e3:.3f}", f"{bn * 1e3:.3f}", f"{bn / b1:.2f}"])
-    return md_table(["shape", "forward M multiply-adds", "engine", "quiet, 1 thread (ms)", f"quiet, {n} (ms)",
-                     f"{n} / 1", "busy, 1 thread (ms)", f"busy, {n} (ms)", f"{n} / 1"], rows)
+            size = r["size"]
+            rows.append([r["shape"], f"{size.madds / 1e6:.1f}", f"{size.matmuls}", f"{size.per_matmul() / 1e6:.1f}",
+                         name, f"{q1 * 1e3:.3f}", f"{qn * 1e3:.3f}", f"{qn / q1:.2f}", f"{b1 * 1e3:.3f}",
+                         f"{bn * 1e3:.3f}", f"{bn / b1:.2f}", choose_threads(size, n)])
+    return md_table(["shape", "forward M multiply-adds", "matmuls", "M each", "engine", "as is, 1 thread (ms)",
+                     f"as is, {n} (ms)", f"{n} / 1", "busy, 1 thread (ms)", f"busy, {n} (ms)", f"{n} / 1",
+                     "rule"], rows)
 
 
 def main():
@@ -108,10 +111,12 @@ def main():
     text = (f"## Threads of the torch engines\n\n`python benchmarks/threads.py` on {m['cpu']}, {n} cores, torch "
             f"{m['torch']}; load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. "
             f"Milliseconds per step, median of {args.repeats} repeats, the engines and thread counts taking turns; "
-            "\"busy\": with one CPU-bound neighbour process running beside them. The MLP shapes are batch x "
-            "n_hidden; the WaveNet and the transformer have their default sizes. The rule in "
-            f"`engines/threads.py`: one thread below {ALL_CORES_FROM / 1e6:g} M forward multiply-adds a step, "
-            "every core from there.\n\n" + table(results, n))
+            "\"as is\": the machine with whatever else runs on it (the load average above), \"busy\": with one "
+            "CPU-bound neighbour process beside them as well. The MLP shapes are batch x n_hidden; the WaveNet and "
+            "the transformer have their default sizes, batch as given. \"M each\": the forward's multiply-adds a "
+            "matmul, on average; \"rule\": the threads `engines/threads.py` gives the shape here (one thread "
+            f"below {ALL_CORES_FROM / 1e6:.0f} M multiply-adds a matmul, every core from there).\n\n"
+            + table(results, n))
     print(text)
     if args.write:
         write_section("threads", text)

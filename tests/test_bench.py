@@ -46,7 +46,7 @@ def test_bench_json(capsys):
         assert r["us_per_step"] == pytest.approx(sorted(r["repeats_us"])[2], rel=1e-3)  # the median
         assert r["projected_200k_s"] == pytest.approx(r["us_per_step"] * 0.2, rel=1e-6)
     assert out["machine"]["cores"] >= 1
-    assert out["torch_threads"] == 1 and "multiply-adds" in out["threads_why"]  # as training would choose
+    assert out["torch_threads"] == 1 and "matmuls average" in out["threads_why"]  # as training would choose
 
 
 def test_busy_neighbour_runs_only_inside_the_block():

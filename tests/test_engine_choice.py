@@ -11,7 +11,7 @@ import torch
 from ninjagrad.cli import main
 from ninjagrad.engines import make_engine
 from ninjagrad.engines.fast import KERNEL, kernel_missing
-from ninjagrad.engines.threads import ALL_CORES_FROM, choose_threads, forward_madds
+from ninjagrad.engines.threads import ALL_CORES_FROM, StepSize, choose_threads, step_size
 from ninjagrad.models import MLP, MLPConfig
 from ninjagrad.train import TrainConfig, default_engine, default_threads
 
@@ -84,17 +84,18 @@ def test_without_the_extension_the_other_engines_train(no_kernel, small_words, t
         assert code == 0, err
 
 
-def test_forward_madds_counts_the_matmuls():
+def test_step_size_counts_the_matmuls():
     cfg = MLPConfig(vocab_size=27, block_size=3, n_embd=10, n_hidden=200)
     model = MLP.create(cfg, torch.Generator().manual_seed(0))
     X, Y = torch.randint(0, 27, (32, 3)), torch.randint(0, 27, (32,))
-    assert forward_madds(model, X, Y) == 32 * (30 * 200 + 200 * 27)
+    assert step_size(model, X, Y) == StepSize(matmuls=2, madds=32 * (30 * 200 + 200 * 27))
 
 
 def test_one_thread_below_the_threshold_every_core_from_it():
-    assert choose_threads(ALL_CORES_FROM - 1, 8) == 1
-    assert choose_threads(ALL_CORES_FROM, 8) == 8
-    assert choose_threads(10 * ALL_CORES_FROM, 1) == 1
+    assert choose_threads(StepSize(2, 2 * ALL_CORES_FROM - 2), 8) == 1
+    assert choose_threads(StepSize(2, 2 * ALL_CORES_FROM), 8) == 8
+    assert choose_threads(StepSize(10, 2 * ALL_CORES_FROM), 8) == 1  # the same work in smaller products
+    assert choose_threads(StepSize(1, 10 * ALL_CORES_FROM), 1) == 1
 
 
 def test_default_threads(monkeypatch):
@@ -104,7 +105,7 @@ def test_default_threads(monkeypatch):
     assert default_threads(model, X, Y, 32) == (3, "OMP_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
     n, why = default_threads(model, X, Y, 32)
-    assert n == 1 and why.startswith("a forward step of 0.4 M multiply-adds, under the ")
+    assert n == 1 and why.startswith("the forward's 2 matmuls average 0.2 M multiply-adds, under the 268 M")
 
 
 def test_threads_flag_reaches_torch_and_the_checkpoint(small_words, tmp_path, torch_threads_restored):

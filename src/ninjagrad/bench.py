@@ -139,13 +139,13 @@ def make_engines(names, B=32, H=200, E=10, T=3, V=27, device="cpu", dtype=torch.
 def torch_threads(engines: dict, B: int, given: int | None) -> tuple[int, str]:
     """The torch threads of the engines' steps, and why: `given` (--threads), else what a training run
     of this shape would choose (engines/threads.py)."""
-    from .engines.threads import choose_threads, forward_madds
+    from .engines.threads import choose_threads, explain, step_size
 
     if given is not None:
         return given, "--threads"
     e = next(iter(engines.values()))
-    madds = forward_madds(e.model, e.Xtr[:B], e.Ytr[:B])
-    return choose_threads(madds), f"as training chooses: {madds / 1e6:.1f} M multiply-adds a forward step"
+    size = step_size(e.model, e.Xtr[:B], e.Ytr[:B])
+    return choose_threads(size), f"as training chooses: {explain(size)}"
 
 
 def time_engines(engines: dict, N: int, B: int, steps: int, repeats: int, lr: float = 0.01,

@@ -23,7 +23,7 @@ from .distributed import DataParallel
 from .engines import ENGINES, autograd_loss_and_grads, make_engine
 from .engines.data_parallel import DataParallelEngine
 from .engines.fast import kernel_missing
-from .engines.threads import ALL_CORES_FROM, choose_threads, forward_madds
+from .engines.threads import choose_threads, explain, step_size
 from .errors import UsageError
 from .models import MODELS
 from .optim import OPTIMIZERS, lecture_lr, make_optimizer
@@ -158,11 +158,8 @@ def default_threads(model, Xtr: torch.Tensor, Ytr: torch.Tensor, batch_size: int
     if Xtr.shape[0] == 0:
         return 1, "no training examples"
     ix = torch.arange(batch_size, device=Xtr.device) % Xtr.shape[0]
-    madds = forward_madds(model, Xtr[ix], Ytr[ix])
-    n = choose_threads(madds)
-    side = "under" if madds < ALL_CORES_FROM else "over"
-    return n, (f"a forward step of {madds / 1e6:.1f} M multiply-adds, {side} the {ALL_CORES_FROM / 1e6:g} M from "
-               "which more threads pay (engines/threads.py); --threads N overrides")
+    size = step_size(model, Xtr[ix], Ytr[ix])
+    return choose_threads(size), f"{explain(size)}; --threads N overrides"
 
 
 # ---------------------------------------------------------------------------------------------
