@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from .html import render_submission
 from .statements import shape_str
 
 STYLE = {"exact": "bold green", "rounding": "green", "wrong": "bold red", "shape": "bold red",
@@ -172,10 +173,8 @@ class CheckReport:
         return console.export_text(styles=False).rstrip()
 
     def _repr_html_(self) -> str:
-        console = self._console()
-        render(self.report, console)
-        return console.export_html(inline_styles=True, code_format='<pre style="font-family:monospace;'
-                                                                  'line-height:1.25">{code}</pre>')
+        """The HTML report's page of this result (graph, heatmaps, lines), as a notebook's output."""
+        return render_submission(self.report, fragment=True)
 
 
 class _Discard:
