@@ -65,12 +65,51 @@ def test_every_correct_form_of_dC_passes(ctx1, solution, form):
     ("dhpreact = (1.0 - h**2) * dh", "dhpreact = (1.0 - torch.tanh(hpreact)**2) * dh"),
     ("dhpreact = (1.0 - h**2) * dh", "dhpreact = (1.0 - h**2).float() * dh"),  # .float() must not pin float32
     ("dprobs = (1.0 / probs) * dlogprobs", "dprobs = dlogprobs.div(probs.to(torch.float32))"),
-    ("dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)", "dlogit_maxes = torch.zeros_like(logit_maxes)"),
 ])
 def test_equivalent_spellings_pass(ctx1, solution, old, new):
     assert old in solution
     rep = check_source("alt.py", solution.replace(old, new), ctx1)
     assert rep["summary"]["ok"], [r for r in rep["results"] if r["verdict"] not in ("exact", "rounding")]
+
+
+@pytest.mark.parametrize("old,new", [
+    ("dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)", "dlogit_maxes = (dnorm_logits).sum(1, keepdim=True)"),
+    ("dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)", "dlogit_maxes = (-2 * dnorm_logits).sum(1, keepdim=True)"),
+    ("db1 = dhprebn.sum(0)", "db1 = -dhprebn.sum(0)"),
+])
+def test_right_by_accident_is_wrong(ctx1, solution, old, new):
+    """Formulas whose value on this batch is within rounding of autograd's (the true gradient is ~0)
+    but which do not map the upstream gradient as backprop does: probing with random upstream
+    gradients finds them."""
+    name = old.split(" = ")[0][1:]
+    r = by_name(check_source("a.py", solution.replace(old, new), ctx1))[name]
+    assert r["verdict"] == "wrong" and "right on this batch only" in r["diagnosis"]["message"], r
+    assert r["maxdiff"] < 1e-6
+
+
+@pytest.mark.parametrize("old,new", [
+    ("dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)", "dlogit_maxes = torch.zeros_like(logit_maxes)"),
+    ("dC = torch.zeros_like(C)", "demb = (dhprebn @ W1.T).view(emb.shape)\ndC = torch.zeros_like(C)"),
+    ("dlogits = dnorm_logits.clone()", "dlogits = F.softmax(logits, 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n\n"
+                                       "dlogits = dlogits.clone()"),
+])
+def test_probing_leaves_right_formulas_alone(ctx1, solution, old, new):
+    """A zero that is exactly the gradient, a step computed from a gradient further up (demb from
+    dhprebn), a fused dlogits in exercise 1: right formulas that do not read their consumers'
+    gradients are judged on their values, not probed."""
+    src = solution.replace(old, new)
+    if "softmax" in new:
+        src = src.replace("dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes", "")
+    rep = check_source("a.py", src, ctx1)
+    assert rep["summary"]["ok"], [r for r in rep["results"] if r["verdict"] not in ("exact", "rounding")]
+
+
+def test_probing_passes_every_solution_and_spelling(ctx1, solution):
+    """No right formula is failed by probing: the solutions of exercises 1-3 and 5-9 pass it."""
+    for number in (1, 2, 3, 5, 6, 7, 8, 9):
+        ctx = prepare(number)
+        rep = check_source("s.py", ctx.ex.read("solution.py"), ctx)
+        assert rep["summary"]["ok"], (number, [r for r in rep["results"] if r["verdict"] not in ("exact", "rounding")])
 
 
 def test_a_pasted_notebook_with_the_lectures_cmp(ctx1, solution):

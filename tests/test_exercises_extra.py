@@ -13,7 +13,8 @@ from ninjagrad import ops
 from ninjagrad.check.commands import hint_levels, static_nodes
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
-from ninjagrad.check.runner import parse_learner, run_forced
+from ninjagrad.check.judge import run_forced
+from ninjagrad.check.runner import parse_learner
 from ninjagrad.cli import main
 
 NEW = [5, 6, 7, 8, 9]

@@ -19,7 +19,9 @@ from .diagnose import Diagnosis
 from .exercises import Exercise, forward_exercise, get_exercise
 from .files import precheck, read_source
 from .names import did_you_mean
-from .runner import Failure, Program, call_backward, parse_learner, run_forced, run_plain
+from .judge import probe, probe_diagnosis, run_forced, run_plain
+from .learner import LocalLearner
+from .runner import Failure, Program, parse_learner
 from .statements import Unit
 from .trace import Trace
 from .verdicts import OK, Result, judge, plain_cmp
@@ -84,7 +86,7 @@ def solution_values(ctx: Context) -> tuple[dict, dict]:
         return {}, {}
     sol = parse_learner(ex.path("solution.py"), ex.read("solution.py"))
     if ex.kind == "function":
-        grads, err = call_backward(sol, ex.function, ctx.t32, torch.float32)
+        grads, err = LocalLearner.of_traces(ctx.t32, None).call(sol, ex.function, ctx.t32.params)
         return (dict(grads) if err is None else {}), {}
     nodes = list(dict.fromkeys(ctx.judged + [x for x in ctx.t32.nodes if x not in ctx.given]))
     try:  # every node forced, as when the exercise judges them all: the solution's own bits per node
@@ -165,10 +167,11 @@ def missing_note(x: str, prog: Program, written: dict[str, Unit], known: set[str
 # --- judging ------------------------------------------------------------------------------------------
 
 def judge_function(prog: Program, fname: str, t32: Trace, t64: Trace, judged: list[str], n: int,
-                   solution: dict | None = None) -> list[Result]:
+                   solution: dict | None = None, learner=None) -> list[Result]:
     """Call the file's backward(...) on both traces and judge every parameter gradient it returns."""
-    g32, err = call_backward(prog, fname, t32, t32.dtype)
-    g64, _ = call_backward(prog, fname, t64, torch.float64) if err is None else (None, None)
+    learner = learner or LocalLearner.of_traces(t32, t64)
+    g32, err = learner.call(prog, fname, t32.params)
+    g64, _ = learner.call(prog, fname, t32.params, float64=True) if err is None else (None, None)
     results = []
     for x in judged:
         shape = tuple(t32.grads[x].shape)
@@ -179,16 +182,20 @@ def judge_function(prog: Program, fname: str, t32: Trace, t64: Trace, judged: li
         else:
             r = judge(x, g32[x], (g64 or {}).get(x), t32.grads[x], t64.grads[x], t64.scale.get(x, 1.0), n,
                       t64.edges.get(x, []), (solution or {}).get(x), forced=False)
+            r.values = (g32[x], t32.grads[x])
         r.plain = plain_cmp(g32.get(x) if g32 else None, t32.grads[x])
         results.append(r)
     return results
 
 
-def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False) -> tuple[list[Result], dict]:
-    """Teacher-forced and plain runs of the program; a Result per judged gradient, and run facts."""
+def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False,
+                     learner=None) -> tuple[list[Result], dict]:
+    """Teacher-forced, probing and plain runs of the program; a Result per judged gradient, and run facts."""
     t32, t64 = ctx.t32, ctx.t64
-    forced = run_forced(prog, t32, t64, ctx.judged, ctx.given)
-    plain, plain_failures = run_plain(prog, t32, ctx.judged, ctx.given)
+    learner = learner or LocalLearner.of_traces(t32, t64)
+    forced = run_forced(prog, t32, t64, ctx.judged, ctx.given, learner)
+    plain, plain_failures = run_plain(prog, t32, ctx.judged, ctx.given, learner)
+    probes = probe(prog, t32, t64, ctx.judged, ctx.given, ctx.setup.n, learner)
     written = prog.written()
     known = {prog.dvar(x) for x in t32.grads}
     results = []
@@ -202,6 +209,9 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False) -
         elif x in forced.errors:
             f = forced.errors[x]
             r = Result(x, shape, "error", note=failure_note(f, ctx), line=f.line, cell=f.cell)
+        elif x in forced.missing:
+            r = Result(x, shape, "error", note=f"the run stopped before {dvar}'s last assignment (the process "
+                                               "exited or was killed: os._exit, a crash, a limit)")
         elif x not in forced.values32:
             r = Result(x, shape, "missing", note=missing_note(x, prog, written, known))
         elif forced.values32[x] is None:
@@ -212,12 +222,16 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False) -
             r = judge(x, forced.values32[x], forced.values64.get(x), t32.grads[x], t64.grads[x],
                       t64.scale.get(x, 1.0), ctx.setup.n, t64.edges.get(x, []), ctx.solution.get(x),
                       strict_shapes=strict_shapes)
+            r.values = (forced.values32[x], t32.grads[x])
             u = forced.units[x]
             r.line, r.cell = u.line, u.cell
             if x in forced.earlier and r.verdict not in OK:
                 f = forced.earlier[x]
                 r.note = ((r.note + "; ") if r.note else "") + f"an earlier line that assigns it raised ({f.where}: " \
                                                              f"{f.message})"
+        if x in probes and r.verdict in OK:
+            upstream = max(t64.grads[y].abs().max().item() for y in probes[x].upstream)
+            r.diagnosis, r.verdict = probe_diagnosis(probes[x], t64.grads[x].abs().max().item(), upstream), "wrong"
         if x in forced.aliased and r.verdict in OK:
             u, harmless = forced.aliased[x]
             found = aliasing(x, r, u, harmless)
@@ -230,7 +244,7 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False) -
         r.plain = plain_cmp(plain.get(x), t32.grads[x])
         results.append(r)
     problems = [{"line": f.line, "cell": f.cell, "message": failure_note(f, ctx)} for f in forced.problems]
-    return results, {"problems": problems, "plain_failed": len(plain_failures)}
+    return results, {"problems": problems, "plain_failed": plain_failures}
 
 
 def summarise(results: list[Result], plain_failed: int = 0) -> dict:
@@ -245,25 +259,64 @@ def summarise(results: list[Result], plain_failed: int = 0) -> dict:
             "cascade": cascade if plain_failed == 0 and len(results) > 1 else 0, "text": text}
 
 
-def check_program(prog: Program, ctx: Context, strict_shapes: bool = False) -> dict:
-    """Judge every gradient of a learner's program; return the JSON-ready report."""
+MAX_SHOWN = 65536  # elements of a gradient whose values a detailed report carries (a (256, 256) matrix)
+
+
+def graph(t32: Trace) -> dict:
+    """The forward as a graph for pictures: nodes in data-flow order (parameters, then each step),
+    edges from what a step reads to what it makes."""
+    made = {st.target: st for st in t32.statements}
+    order = [p for p in t32.params if p in t32.grads] + [st.target for st in t32.statements]
+    nodes = []
+    for x in order:
+        value = t32.namespace.get(x)
+        st = made.get(x)
+        nodes.append({"name": x, "shape": list(value.shape) if torch.is_tensor(value) else [],
+                      "kind": "parameter" if st is None else ("output" if x == t32.output else "step"),
+                      "line": st.lineno if st else None, "source": st.source if st else None})
+    edges = [[r, st.target] for st in t32.statements for r in st.reads if r in t32.grads or r in made]
+    return {"nodes": nodes, "edges": edges}
+
+
+def values_of(r: Result) -> dict | None:
+    """Yours and autograd's values of a gradient that is not exact, as nested lists (float32)."""
+    mine, ref = r.values if r.values else (None, None)
+    if not (torch.is_tensor(mine) and torch.is_tensor(ref)) or r.verdict == "exact" or ref.numel() > MAX_SHOWN:
+        return None
+    if mine.shape != ref.shape or not mine.is_floating_point():
+        return {"mine": None, "ref": ref.float().cpu().tolist()}
+    return {"mine": mine.float().cpu().tolist(), "ref": ref.float().cpu().tolist()}
+
+
+def check_program(prog: Program, ctx: Context, strict_shapes: bool = False, detail: bool = False,
+                  learner=None) -> dict:
+    """Judge every gradient of a learner's program; return the JSON-ready report. `detail` adds what
+    pictures need: the forward's graph, the learner's lines, the values of gradients that are not exact."""
     ex = ctx.ex
     prog.learn(set(ctx.t32.grads))
     problems, plain_failed = [], 0
     if ex.kind == "function":
-        results = judge_function(prog, ex.function, ctx.t32, ctx.t64, ctx.judged, ctx.setup.n, ctx.solution)
+        results = judge_function(prog, ex.function, ctx.t32, ctx.t64, ctx.judged, ctx.setup.n, ctx.solution,
+                                 learner)
     else:
-        results, facts = judge_statements(prog, ctx, strict_shapes)
+        results, facts = judge_statements(prog, ctx, strict_shapes, learner)
         problems, plain_failed = facts["problems"], facts["plain_failed"]
     cells = sorted({u.cell for _, u in prog.runnable() if u.cell is not None and u.writes})
-    return {"exercise": ex.id or None, "forward": ex.forward_file, "file": prog.path, "cells": cells,
-            "results": [r.to_dict() for r in results], "summary": summarise(results, plain_failed),
-            "problems": problems, "environment": environment(ctx)}
+    report = {"exercise": ex.id or None, "forward": ex.forward_file, "file": prog.path, "cells": cells,
+              "results": [r.to_dict() for r in results], "summary": summarise(results, plain_failed),
+              "problems": problems, "environment": environment(ctx)}
+    if detail:
+        report["graph"] = graph(ctx.t32)
+        report["lines"] = [{"cell": u.cell, "line": u.line, "text": u.text, "writes": sorted(u.writes)}
+                           for _, u in prog.runnable()]
+        for r, d in zip(results, report["results"]):
+            d["values"] = values_of(r)
+    return report
 
 
-def check_source(path: str, source: str, ctx: Context, strict_shapes: bool = False) -> dict:
+def check_source(path: str, source: str, ctx: Context, strict_shapes: bool = False, detail: bool = False) -> dict:
     """Judge the statements of a plain file (all of it one program) against the context."""
-    return check_program(parse_learner(path, source), ctx, strict_shapes)
+    return check_program(parse_learner(path, source), ctx, strict_shapes, detail)
 
 
 def check_file(path: str, exercise: int | None = None, seed: int | None = None, device: str = "cpu",

@@ -154,3 +154,28 @@ def did_you_mean(name: str, candidates) -> str | None:
     pool = {key(c): c for c in candidates if c != name}
     hit = difflib.get_close_matches(key(name), list(pool), n=1, cutoff=0.8)
     return pool[hit[0]] if hit else None
+
+
+def gradient_sources(units: list[tuple[int, Unit]], last: dict[str, int], given=()) -> dict[str, set[str]]:
+    """For each gradient variable, at its last assignment: the gradient variables its value comes
+    from (through any scratch variables), read statically. A judged gradient is its own source once
+    judged (teacher forcing puts autograd's value there); a given one is its own source from the start.
+
+    `dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)` -> {dnorm_logits}; a fused
+    `dlogits = F.softmax(logits, 1) ...` -> {} (it comes from the forward alone)."""
+    deps: dict[str, set[str]] = {d: {d} for d in given}
+    out: dict[str, set[str]] = {}
+    for i, u in units:
+        if u.node is None:
+            continue
+        src: set[str] = set()
+        for r in reads_of(u.node):
+            src |= deps.get(r, set())
+        fresh = isinstance(u.node, ast.Assign) and all(isinstance(t, ast.Name) for t in u.node.targets)
+        for w in u.writes:
+            deps[w] = set(src) if fresh else deps.get(w, set()) | src
+        for d, j in last.items():
+            if j == i:
+                out[d] = set(deps.get(d, set()))
+                deps[d] = {d}
+    return out

@@ -26,7 +26,6 @@ import torch
 from ..errors import UsageError
 from .names import autograd_taint, compare_calls, is_comparison, learned_dvars
 from .statements import Unit, describe_exc, split_units
-from .trace import Trace
 
 
 # --- the learner's statements -----------------------------------------------------------------------
@@ -96,15 +95,6 @@ def silent_cmp(*args, **kwargs):
     """Notebooks call the lecture's cmp (or their own helper); while checking, the table says it all."""
 
 
-def fresh_namespace(trace: Trace, helpers=("cmp",)) -> dict:
-    """The forward values (copies, so in-place edits cannot reach the trace) plus torch, F, n, ..."""
-    ns = {k: (v.clone() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in trace.namespace.items()}
-    for h in helpers:
-        ns[h] = silent_cmp
-    ns["__name__"] = "__ninjagrad_check__"
-    return ns
-
-
 def _to_default(self, memory_format=torch.preserve_format):
     return self.to(torch.get_default_dtype(), memory_format=memory_format)
 
@@ -141,95 +131,34 @@ def run_one(prog: Program, u: Unit, ns: dict, dtype) -> Failure | None:
     return None
 
 
-# --- teacher forcing ------------------------------------------------------------------------------
+# --- teacher forcing, the learner's side ----------------------------------------------------------
 
 ALIAS_RTOL = 1e-10  # an in-place change this small (float64, of the gradient's scale) adds a zero term
 
 
+def last_assignments(prog: Program, dvars) -> dict[str, int]:
+    """dvar -> the index of the unit that assigns it last (where it is handed over and judged)."""
+    last = {}
+    for i, u in prog.runnable():
+        for name in u.writes:
+            if name in dvars:
+                last[name] = i
+    return last
+
+
 @dataclass
-class Forced:
-    """What a teacher-forced run saw for every judged gradient."""
-    values32: dict = field(default_factory=dict)  # node -> value at its last assignment (a copy)
-    values64: dict = field(default_factory=dict)
-    units: dict = field(default_factory=dict)  # node -> the unit of its last assignment
-    errors: dict = field(default_factory=dict)  # node -> Failure of the statement that assigns it last
-    earlier: dict = field(default_factory=dict)  # node -> Failure of an earlier statement that assigns it
-    aliased: dict = field(default_factory=dict)  # node -> (unit that changed it later, harmless?)
-    autograd: dict = field(default_factory=dict)  # node -> (unit, how) where its value comes from autograd
-    problems: list = field(default_factory=list)  # Failures of statements that assign no judged gradient
-
-
-def _copy(v):
-    return v.clone() if torch.is_tensor(v) else v
+class Events:
+    """What the learner's run reports besides the values it hands over."""
+    failures: list = field(default_factory=list)  # (unit index, Failure) of statements that raised
+    failed64: set = field(default_factory=set)  # dvars whose float64 re-run raised (judged in float32 only)
+    aliased: dict = field(default_factory=dict)  # dvar -> (unit index that changed it later, harmless?)
 
 
 def _changed(obj, snapshot) -> bool:
     try:
         return obj.shape != snapshot.shape or not torch.equal(obj, snapshot)
-    except (RuntimeError, AttributeError):
+    except (RuntimeError, AttributeError, TypeError):
         return True
-
-
-def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], given: list[str]) -> Forced:
-    node_of = {prog.dvar(x): x for x in judged}
-    last = {}
-    for i, u in prog.runnable():
-        for name in u.writes:
-            if name in node_of:
-                last[name] = i
-    ns32 = fresh_namespace(t32, prog.helpers)
-    ns64 = fresh_namespace(t64, prog.helpers) if t64 is not None else None
-    for x in given:
-        ns32[prog.dvar(x)] = t32.grads[x].clone()
-        if ns64 is not None:
-            ns64[prog.dvar(x)] = t64.grads[x].clone()
-    out = Forced()
-    tainted = autograd_taint([u for _, u in prog.runnable()])
-    for dvar, x in node_of.items():
-        if dvar in tainted:
-            out.autograd[x] = tainted[dvar]
-    placed: dict[str, tuple] = {}  # dvar -> (tensor we put in, its value then, the same for float64)
-    failed64: set[str] = set()  # gradients whose float64 re-run raised: judged in float32 only
-
-    def force(dvar):
-        x = node_of[dvar]
-        ns32[dvar] = t32.grads[x].clone()
-        obj64 = None
-        if ns64 is not None:
-            ns64[dvar] = obj64 = t64.grads[x].clone()
-        placed[dvar] = (ns32[dvar], ns32[dvar].clone(), obj64, None if obj64 is None else obj64.clone())
-
-    for i, u in prog.runnable():
-        err = run_one(prog, u, ns32, torch.float32)
-        if ns64 is not None and run_one(prog, u, ns64, torch.float64) is not None:
-            failed64.update(w for w in u.writes if w in node_of)  # e.g. `.float()` meeting float64 inputs
-        if err is not None:
-            hit = [w for w in u.writes if w in node_of]
-            for w in hit:  # an error counts where it leaves the gradient: at its last assignment
-                if last[w] == i:  # `dX += ...` failing because `dX = ...` failed before: the first cause
-                    out.errors[node_of[w]] = out.earlier.get(node_of[w], err) if err.name == w else err
-                else:
-                    out.earlier.setdefault(node_of[w], err)
-            if not hit:
-                out.problems.append(err)
-        # a judged gradient changed in place by a later line: an alias without .clone()
-        for dvar, (obj, snap, obj64, snap64) in list(placed.items()):
-            x = node_of[dvar]
-            if x in out.aliased or not _changed(obj, snap):
-                continue
-            harmless = obj64 is not None and not _changed_much(obj64, snap64, t64.scale.get(x, 1.0))
-            out.aliased[x] = (u, harmless)
-            force(dvar)
-        for dvar, j in last.items():
-            if j != i:
-                continue
-            x = node_of[dvar]
-            out.values32[x] = _copy(ns32.get(dvar))
-            if ns64 is not None:
-                out.values64[x] = None if dvar in failed64 else _copy(ns64.get(dvar))
-            out.units[x] = u
-            force(dvar)
-    return out
 
 
 def _changed_much(obj, snapshot, scale: float) -> bool:
@@ -238,33 +167,60 @@ def _changed_much(obj, snapshot, scale: float) -> bool:
         if obj.shape != snapshot.shape:
             return True
         return (obj - snapshot).abs().max().item() > ALIAS_RTOL * scale
-    except (RuntimeError, AttributeError):
+    except (RuntimeError, AttributeError, TypeError):
         return True
 
 
-def run_plain(prog: Program, t32: Trace, judged: list[str], given: list[str]) -> tuple[dict, list[Failure]]:
-    """The statements as a notebook runs them: no teacher forcing. The gradients' final values, and
-    the statements that raised."""
-    ns = fresh_namespace(t32, prog.helpers)
-    for x in given:
-        ns[prog.dvar(x)] = t32.grads[x].clone()
-    failures = []
-    for _, u in prog.runnable():
-        err = run_one(prog, u, ns, torch.float32)
+def _copy(v):
+    return v.detach().clone() if torch.is_tensor(v) else v
+
+
+def execute(prog: Program, ns32: dict, ns64: dict | None, dvars, exchange) -> Events:
+    """Run the units in lockstep on float32 and float64 namespaces. At each gradient variable's last
+    assignment, hand its two values to `exchange(dvar, unit_index, v32, v64)`, which returns the
+    values to continue with and the gradient's scale: autograd's (teacher forcing), or random ones
+    (probing). A forced value that a later line changes in place is an alias, reported and put back."""
+    last = last_assignments(prog, set(dvars))
+    events = Events()
+    placed: dict[str, tuple] = {}  # dvar -> (forced 32, its copy, forced 64, its copy, scale)
+
+    def place(dvar, f32, f64, scale):
+        ns32[dvar] = f32.clone()
+        obj64 = None
+        if ns64 is not None and f64 is not None:
+            ns64[dvar] = obj64 = f64.clone()
+        placed[dvar] = (ns32[dvar], f32, obj64, f64, scale)
+
+    for i, u in prog.runnable():
+        err = run_one(prog, u, ns32, torch.float32)
+        if ns64 is not None and run_one(prog, u, ns64, torch.float64) is not None:
+            events.failed64.update(w for w in u.writes if w in last)  # e.g. `.float()` meeting float64 inputs
         if err is not None:
-            failures.append(err)
-    return {x: ns.get(prog.dvar(x)) for x in judged}, failures
+            events.failures.append((i, err))
+        for dvar, (obj, f32, obj64, f64, scale) in list(placed.items()):
+            if dvar in events.aliased or not _changed(obj, f32):
+                continue
+            harmless = obj64 is not None and not _changed_much(obj64, f64, scale)
+            events.aliased[dvar] = (i, harmless)
+            place(dvar, f32, f64, scale)
+        for dvar, j in last.items():
+            if j == i:
+                v64 = None if (ns64 is None or dvar in events.failed64) else _copy(ns64.get(dvar))
+                f32, f64, scale = exchange(dvar, i, _copy(ns32.get(dvar)), v64)
+                place(dvar, f32, f64, scale)
+    return events
+
+
+def execute_plain(prog: Program, ns: dict, dvars) -> tuple[dict, int]:
+    """The statements as a notebook runs them, without teacher forcing: the gradient variables'
+    final values, and how many statements raised."""
+    failures = 0
+    for _, u in prog.runnable():
+        failures += run_one(prog, u, ns, torch.float32) is not None
+    return {d: _copy(ns.get(d)) for d in dvars}, failures
 
 
 # --- a backward(...) function ------------------------------------------------------------------
-
-def call_backward(prog: Program, fname: str, trace: Trace, dtype) -> tuple[dict | None, Failure | None]:
-    """Define the file's functions, call `fname` with forward values by parameter name, normalise its result."""
-    fn, err = define_function(prog, fname, dtype)
-    if err is not None:
-        return None, err
-    return invoke(fn, fname, trace.namespace, trace.params, dtype, prog, copy=True)
-
 
 def define_function(prog: Program, fname: str, dtype):
     """Run the file's top level (imports, defs) and return its function `fname`."""

@@ -282,3 +282,23 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
             s = max(s, upstream[e.consumer].abs().max().item())
         scale[x] = s if s > 0 else 1.0
     return Trace(dtype, statements, namespace, grads, nodes, edges, scale, output, loss.item(), tuple(params))
+
+
+def pullback(trace: Trace, x: str, upstream: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[Edge]]:
+    """The vector-Jacobian product at node x for other upstream gradients (consumer -> its gradient):
+    their sum, and each consumer's share as an Edge (for diagnoses)."""
+    by_target = {st.target: st for st in trace.statements}
+    total = torch.zeros_like(trace.namespace[x])
+    edges = []
+    for e in trace.edges.get(x, []):
+        st = by_target[e.consumer]
+        local = dict(trace.namespace)
+        leaf = trace.namespace[x].clone().requires_grad_(True)
+        local[x] = leaf
+        with torch.enable_grad():
+            y = eval(st.expr, local)
+            (share,) = torch.autograd.grad((y * upstream[e.consumer]).sum(), leaf, allow_unused=True)
+        share = torch.zeros_like(total) if share is None else share.detach()
+        total = total + share
+        edges.append(Edge(e.consumer, e.lineno, e.source, share))
+    return total, edges

@@ -42,6 +42,7 @@ class Result:
     plain: dict | None = None  # what the lecture's cmp would print without teacher forcing
     cell: int | None = None  # the notebook cell of that line
     dvar: str | None = None  # the learner's own name for the gradient, when it is not d<name>
+    values: tuple | None = None  # (yours, autograd's) tensors, for pictures; not in to_dict()
 
     @property
     def where(self) -> str:
