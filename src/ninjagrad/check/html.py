@@ -254,7 +254,7 @@ def report_data(rep: dict, blobs: Blobs, layouts: Layouts) -> dict:
                 "results": [], "lines": [], "summary": None}
     results = []
     for r in rep["results"]:
-        d = {k: v for k, v in r.items() if k != "values"}
+        d = {k: v for k, v in r.items() if k not in ("values", "plain")}  # the values: as heatmaps
         d["heat"] = heat_data(r, blobs)
         d["colour"] = VERDICT_COLOURS.get(r["verdict"], NOT_JUDGED)[0]
         results.append(d)

@@ -373,10 +373,10 @@
         el("span", {class: "ng-count"}, d.count),
         badge(page, d.verdict, d.kind ? d.verdict + ": " + d.kind : d.verdict),
         el("b", {}, "d" + d.name), K.exercises.length > 1 ? el("span", {class: "ng-dim"}, " exercise " + col.exercise) : null,
-        d.message ? el("div", {class: "ng-diag-msg"}, d.message) : null,
+        d.message ? el("div", {class: "ng-diag-msg", title: d.message}, d.message) : null,
         el("div", {class: "ng-who"}, who.slice(0, 10).map(fileLink),
           who.length > 10 ? el("details", {}, el("summary", {}, "and " + (who.length - 10) + " more"),
-            who.slice(10).map(fileLink)) : null));
+            who.slice(10).map(function (i) { return [fileLink(i), " "]; })) : null));
       diags.appendChild(li);
     });
     var more = K.diagnoses.length > shown ? el("button", {type: "button", class: "ng-more", onclick: function () {
@@ -386,26 +386,29 @@
     var diagBox = el("section", {class: "ng-diags-box"},
       el("h2", {}, K.diagnoses.length ? "The most frequent mistakes" : "No mistakes"), diags, more);
 
-    // the grid
-    var head = el("tr", {}, el("th", {class: "ng-sort", "data-key": "name", "aria-sort": "none"}, "submission"),
-      el("th", {class: "ng-sort", "data-key": "score", "aria-sort": "none"}, "score"),
+    // the grid: rows of fixed-size cells; a row off screen is neither laid out nor painted
+    // (content-visibility), so 500 rows open as fast as 50
+    var head = el("div", {class: "ng-row ng-headrow", role: "row"},
+      el("div", {class: "ng-sort ng-name", role: "columnheader", "data-key": "name", "aria-sort": "none"}, "submission"),
+      el("div", {class: "ng-sort ng-scorecell", role: "columnheader", "data-key": "score", "aria-sort": "none"}, "score"),
       cols.map(function (c, i) {
-        return el("th", {class: "ng-sort ng-colh", "data-key": "c" + i, title: "d" + c.name + " (exercise " + c.exercise + ")"},
-          el("span", {}, c.label));
+        return el("div", {class: "ng-sort ng-colh", role: "columnheader", "data-key": "c" + i,
+          title: "d" + c.name + " (exercise " + c.exercise + ")", "aria-sort": "none"}, el("span", {}, c.label));
       }));
     var trs = rows.map(function (r, i) {
-      var tr = el("tr", {"data-row": i, "data-file": r.file},
-        el("td", {class: "ng-name"}, el("a", {href: "#s" + i, title: r.summary || r.failed || ""}, r.file)),
-        el("td", {class: "ng-scorecell"}, r.failed ? "failed" : r.right + "/" + r.total));
+      var tr = el("div", {class: "ng-row", role: "row", "data-row": i, "data-file": r.file},
+        el("a", {class: "ng-name", role: "rowheader", href: "#s" + i, title: r.file + (r.summary || r.failed ?
+          ": " + (r.summary || r.failed) : "")}, r.file),
+        el("span", {class: "ng-scorecell", role: "gridcell"}, r.failed ? "failed" : r.right + "/" + r.total));
       for (var j = 0; j < cols.length; j++) {
         var code = r.codes[j], kind = r.kinds[j];
         var verdict = code === "F" ? "not judged: " + r.failed : code === "." ? "not judged" : page.config.codes[code];
-        tr.appendChild(el("td", {class: "ng-cell c-" + (code === "." ? "none" : code), "data-col": j,
+        tr.appendChild(el("span", {class: "ng-cell c-" + (code === "." ? "none" : code), role: "gridcell", "data-col": j,
           title: r.file + "  d" + cols[j].name + ": " + verdict + (kind ? " (" + kind + ")" : "")}));
       }
       return tr;
     });
-    var tbody = el("tbody", {}, trs);
+    var tbody = el("div", {class: "ng-rows", role: "rowgroup"}, trs);
     var order = rows.map(function (r, i) { return i; });
     var sortKey = null, sortDir = 1;
     function score(r) { return r.failed || !r.total ? -1 : r.right / r.total; }
@@ -429,11 +432,11 @@
       });
     }
     head.addEventListener("click", function (ev) {
-      var th = ev.target.closest("th");
+      var th = ev.target.closest("[data-key]");
       if (th) sortBy(th.getAttribute("data-key"));
     });
     tbody.addEventListener("click", function (ev) {
-      var td = ev.target.closest("td.ng-cell");
+      var td = ev.target.closest(".ng-cell");
       if (!td) return;
       var i = +td.parentNode.getAttribute("data-row"), c = cols[+td.getAttribute("data-col")];
       page.pending = c;
@@ -447,7 +450,8 @@
       el("h2", {}, "Every submission \u00d7 gradient"),
       el("p", {class: "ng-dim"}, "Click a column's head to sort by it (again to reverse); a name or a cell opens that submission."),
       el("div", {class: "ng-grid-tools"}, filter, legend(page)),
-      el("div", {class: "ng-grid-scroll"}, el("table", {class: "ng-grid"}, el("thead", {}, head), tbody))), diagBox));
+      el("div", {class: "ng-grid-scroll"}, el("div", {class: "ng-grid", role: "grid", "aria-rowcount": rows.length + 1},
+        head, tbody))), diagBox));
 
     function open(i) {
       var data = JSON.parse(document.getElementById(uid + "-s" + i).textContent);
