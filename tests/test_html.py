@@ -269,6 +269,28 @@ def test_a_class_page_holds_every_submissions_page(reports):
     assert all(len(b) for b in blobs.values())
 
 
+def test_a_report_without_details_still_gets_its_page(reports):
+    """A report made without detail=True: no graph, no lines, no values; the verdicts still show."""
+    bare = {k: v for k, v in reports["bessel.py"].items() if k not in ("graph", "lines")}
+    bare["results"] = [{k: v for k, v in r.items() if k != "values"} for r in bare["results"]]
+    config, _, blobs = embedded(render_submission(bare))
+    section = config["submission"]["reports"][0]
+    assert section["graph"] is None and section["lines"] == [] and not blobs and not config["layouts"]
+    assert all(r["heat"] is None and r["at"] is None for r in section["results"])
+    assert len(section["results"]) == 26
+
+
+EVIL = "</script><script>alert(1)</script><!--.py"
+
+
+def test_names_and_lines_are_text_never_markup(reports):
+    rep = json.loads(json.dumps(reports["bessel.py"]))
+    rep["file"] = EVIL
+    rep["lines"][0]["text"] += "  # </script><b>"
+    for page in (render_submission(rep), render_class([rep, reports["right.py"]])):
+        assert "<script>alert" not in page and "<!--.py" not in page and "# </script><b>" not in page
+
+
 def test_a_check_result_in_a_notebook_is_this_page(reports):
     shown = CheckReport(reports["bessel.py"])
     html1, html2 = shown._repr_html_(), shown._repr_html_()
@@ -413,6 +435,18 @@ def test_a_class_page_sorts_and_opens_each_submission(browser, reports, tmp_path
     page.click("[data-file='many.py'] .ng-cell[data-col='1']")  # a cell: its submission, at that gradient
     page.wait_for_function("document.querySelector('.ng-subview .ng-card[data-name=probs]')")
     assert page.inner_text(".ng-subview h1") == "many.py"
+    assert errors == []
+
+
+def test_names_show_as_text_in_a_browser(browser, reports, tmp_path):
+    rep = json.loads(json.dumps(reports["bessel.py"]))
+    rep["file"] = EVIL
+    rep["lines"][0]["text"] += "  # </script><b>"
+    path = tmp_path / "evil.html"
+    path.write_text(render_submission(rep), encoding="utf-8")
+    page, errors = open_page(browser, path)
+    assert page.inner_text("h1") == EVIL and page.locator("b:text('x')").count() == 0
+    assert page.inner_text(".ng-code tr >> nth=0").count("</script><b>") == 1
     assert errors == []
 
 
