@@ -450,6 +450,40 @@ def test_names_show_as_text_in_a_browser(browser, reports, tmp_path):
     assert errors == []
 
 
+HOST = """<!doctype html><meta charset="utf-8"><body><p>a notebook</p><div id="out0"></div><div id="out1"></div>
+<script>
+// as JupyterLab shows an output: the HTML as innerHTML, then each script run again as a new element
+OUTPUTS.forEach(function (html, i) {
+  var box = document.getElementById("out" + i);
+  box.innerHTML = html;
+  box.querySelectorAll("script").forEach(function (old) {
+    var s = document.createElement("script");
+    if (old.type) s.type = old.type;
+    if (old.id) s.id = old.id;
+    s.textContent = old.textContent;
+    old.replaceWith(s);
+  });
+});
+</script>"""
+
+
+def test_two_results_in_one_notebook_draw_side_by_side(browser, reports, tmp_path):
+    outputs = [CheckReport(reports[k])._repr_html_() for k in ("bessel.py", "many.py")]
+    path = tmp_path / "notebook.html"
+    path.write_text(HOST.replace("OUTPUTS", json.dumps(outputs).replace("</", "<\\/")), encoding="utf-8")
+    page, errors = open_page(browser, path)
+    page.wait_for_function("document.querySelectorAll('[data-ng-ready]').length == 2")
+    for i, name in enumerate(("bessel.py", "many.py")):
+        nodes = page.evaluate(f"() => Array.from(document.querySelectorAll('#out{i} g.ng-node'))"
+                              ".map(g => [g.dataset.name, g.dataset.verdict])")
+        verdicts = {r["name"]: r["verdict"] for r in reports[name]["results"]}
+        assert dict(nodes) == {n["name"]: verdicts.get(n["name"], "none") for n in reports[name]["graph"]["nodes"]}
+        assert page.inner_text(f"#out{i} h1") == name
+    assert page.locator("#out1 canvas.ng-heat").count() > page.locator("#out0 canvas.ng-heat").count() > 0
+    assert page.evaluate("getComputedStyle(document.querySelector('body > p')).fontSize") == "16px"  # scoped CSS
+    assert errors == []
+
+
 def synthetic_class(reports, n: int) -> list[dict]:
     """n submissions of exercise 1 made from the real reports, each with its own values (none shared)."""
     rng = np.random.default_rng(0)

@@ -194,7 +194,7 @@
     if (r.verdict !== "exact" && r.maxdiff !== null && r.maxdiff !== undefined)
       parts.push("maxdiff " + num(r.maxdiff, 2));
     if (r.verdict !== "exact" && r.ulps !== null && r.ulps !== undefined)
-      parts.push((Math.abs(r.ulps) < 1e6 ? ulps(r.ulps) : r.ulps.toExponential(1).replace("e+", "e")) + " ulps");
+      parts.push((Math.abs(r.ulps) < 1e4 ? ulps(r.ulps) : r.ulps.toExponential(1).replace("e+", "e")) + " ulps");
     if ((r.verdict === "error" || r.verdict === "missing") && r.line) parts.push(where(r));
     return parts.join(" \u00b7 ");
   }
@@ -332,7 +332,7 @@
       rep.lines.length ? linesView(page, rep, ri) : null);
     var left = rep.graph ? el("div", {class: "ng-col ng-col-graph"},
       el("h3", {}, "The forward, each node coloured by its gradient's verdict"), legend(page), graphView(page, rep, ri)) : null;
-    sec.appendChild(el("div", {class: "ng-body"}, left, right));
+    sec.appendChild(el("div", {class: "ng-body"}, right, left));  // drawn reversed: see .ng-body
     return sec;
   }
 
