@@ -244,6 +244,20 @@ def test_a_class_grid_and_its_frequent_diagnoses(reports):
     assert all(d["verdict"] not in ("exact", "rounding") for d in data["diagnoses"])
 
 
+def test_every_verdict_has_a_colour_and_a_letter(reports):
+    from ninjagrad.check.core import VERDICT_ORDER
+    from ninjagrad.check.html import CODES, by_file
+    assert set(VERDICT_ORDER) <= set(VERDICT_COLOURS) and set(VERDICT_ORDER) <= set(CODES)
+    assert len(set(CODES.values())) == len(CODES) and not {".", "F"} & set(CODES.values())
+    rep = json.loads(json.dumps(reports["bessel.py"]))
+    rep["results"][-1].update(verdict="tampering", values=None)
+    rep["tampering"] = {"line": 58, "cell": None, "what": "writes a file"}
+    config, _, _ = embedded(render_submission(rep))
+    section = config["submission"]["reports"][0]
+    assert section["results"][-1]["colour"] == VERDICT_COLOURS["tampering"][0] and section["tampering"]["line"] == 58
+    assert class_data(by_file([rep]))["rows"][0]["codes"][-1] == "T"
+
+
 def test_a_notebooks_exercises_are_columns_of_their_own(reports):
     one = dict(reports["right.py"], file="a.ipynb", exercise=1)
     two = {"exercise": 2, "file": "a.ipynb", "cells": [5], "results": [dict(by_name(reports["bessel.py"])["logits"])],

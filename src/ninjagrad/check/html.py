@@ -35,11 +35,12 @@ VERDICT_COLOURS = {
     "missing": ("#f2cc4d", "#3a2e00"),
     "error": ("#8e3fb0", "#ffffff"),
     "uses-autograd": ("#b0306a", "#ffffff"),
+    "tampering": ("#4a0d12", "#ffffff"),
 }
 NOT_JUDGED = ("#e4e4e4", "#333333")  # the loss, a given gradient, a node the exercise does not judge
 VERDICTS = tuple(VERDICT_COLOURS)
 CODES = {"exact": "E", "rounding": "R", "wrong": "W", "shape": "S", "missing": "M", "error": "X",
-         "uses-autograd": "A"}  # one letter per grid cell; "." not judged there, "F" the file failed
+         "uses-autograd": "A", "tampering": "T"}  # one letter per grid cell; "." not judged there, "F" the file failed
 RIGHT = ("exact", "rounding")
 MAX_SLICES = 8  # panels of a 3-D gradient: the slices with the largest differences, in index order
 NONFINITE = "#000000"
@@ -266,6 +267,7 @@ def report_data(rep: dict, blobs: Blobs, layouts: Layouts) -> dict:
         "file": rep.get("file"), "exercise": rep.get("exercise"), "title": report_title(rep),
         "attempted": rep.get("attempted", True), "summary": rep.get("summary"), "environment": env,
         "results": results, "lines": lines, "problems": rep.get("problems") or [],
+        "tampering": rep.get("tampering"), "stopped": rep.get("stopped"),
         "graph": layouts.add(graph),
         "unjudged": {n["name"]: "the loss" if n["kind"] == "output" else "not judged here"
                      for n in (graph or {}).get("nodes", []) if n["name"] not in judged},

@@ -9,7 +9,7 @@
   if (window.ninjagradReport && window.ninjagradReport.version === VERSION) return;
 
   var SVGNS = "http://www.w3.org/2000/svg";
-  var SEVERITY = "FXAMSWRE.";  // grid letters, worst first: a column sorts its mistakes to the top
+  var SEVERITY = "FTXAMSWRE.";  // grid letters, worst first: a column sorts its mistakes to the top
   var NODE_FONT = "11px system-ui, -apple-system, 'Segoe UI', sans-serif";
 
   // --- small helpers ------------------------------------------------------------------------------
@@ -324,6 +324,13 @@
     if (rep.failed) { sec.appendChild(el("p", {class: "ng-failed"}, rep.failed)); return sec; }
     if (rep.attempted === false || !rep.results.length) return sec;
     put(sec, {}, envLine(rep));
+    if (rep.tampering)
+      sec.appendChild(el("p", {class: "ng-failed"}, "tampering: " + where(rep.tampering) + " " + rep.tampering.what +
+        ": gradients computed from there on are not judged"));
+    if (rep.stopped)
+      sec.appendChild(el("p", {class: "ng-failed"}, "the submission's process ended early (" +
+        ((rep.stopped.status || 0) >= 0 ? "exit status " + rep.stopped.status : "signal " + -rep.stopped.status) +
+        (rep.stopped.where ? ", in " + rep.stopped.where : "") + "): gradients due after that are errors"));
     var wrong = rep.results.filter(function (r) { return r.verdict !== "exact"; });
     var right = el("div", {class: "ng-col"},
       el("h3", {}, wrong.length ? "Gradients that are not exact (" + wrong.length + ")" : "Every gradient is exact"),
