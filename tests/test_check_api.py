@@ -68,3 +68,15 @@ def test_import_ninjagrad_stays_cheap():
     code = "import sys, ninjagrad; print('torch' in sys.modules); ninjagrad.cmp; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_cmp_refuses_a_tensor_without_grad(capsys):
+    """A forward tensor whose .grad is None (retain_grad forgotten): one line, no verdict against its values."""
+    x = randn(4, 3).requires_grad_()
+    h = torch.tanh(x)  # h.retain_grad() forgotten
+    (h * randn(4, 3, seed=1)).sum().backward()
+    assert ninjagrad.cmp("h", torch.ones(4, 3), h) is None
+    out = capsys.readouterr().out
+    assert "h.grad is None" in out and "retain_grad" in out and out.count("\n") == 1
+    r = ninjagrad.cmp("x", x.grad.clone(), x)  # with .grad: judged as before
+    assert r.verdict == "exact"

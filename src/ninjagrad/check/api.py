@@ -10,14 +10,20 @@ from .verdicts import ROUNDING_RTOL, Result, ulps
 CMP_RTOL = {torch.float64: ROUNDING_RTOL, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
 
 
-def cmp(name: str, dt: torch.Tensor, t: torch.Tensor, n: int | None = None) -> Result:
+def cmp(name: str, dt: torch.Tensor, t: torch.Tensor, n: int | None = None) -> Result | None:
     """The lecture's `cmp` line, plus a verdict: exact, rounding, shape or wrong (with a diagnosis).
 
-    `t` is the forward tensor (its `.grad` is autograd's gradient) or the reference gradient itself.
+    `t` is the forward tensor (its `.grad` is autograd's gradient) or the reference gradient itself (a
+    tensor that does not require grad). A forward tensor whose `.grad` is None (retain_grad() forgotten,
+    or no loss.backward() yet) is refused with one line: there is nothing to compare with.
     Unlike `ninjagrad check`, cmp sees only two tensors, so "rounding" means "within float tolerance
     of the gradient's scale"; `ninjagrad check` decides it by re-running your statements in float64.
     `n` (the batch size) lets the diagnosis name factors such as n/(n-1).
     """
+    if t.requires_grad and t.grad is None:
+        print(f"{name:15s} | no gradient to compare with: {name}.grad is None (call {name}.retain_grad() before "
+              "loss.backward(), as the lecture's forward cell does)")
+        return None
     ref = t.grad if t.grad is not None else t
     ex = bool((dt == ref).all().item()) if dt.shape == ref.shape or _broadcasts(dt, ref) else False
     app = bool(torch.allclose(dt, ref)) if _broadcasts(dt, ref) else False

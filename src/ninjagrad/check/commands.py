@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -229,7 +230,8 @@ def check_items(path: str, args) -> list[dict]:
         return [{"file": path, "exit": 1, "error": f"the checker failed to read this file ({type(e).__name__}: "
                                                    f"{e}); please report it"}]
     item = run_isolated(path, pl.exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb,
-                        args.forward, notebook=pl.notebook, strict_shapes=args.strict_shapes)
+                        args.forward, notebook=pl.notebook, strict_shapes=args.strict_shapes,
+                        detail=bool(getattr(args, "html", None)), hide=tuple(args.files))
     if "reports" not in item:
         return [item]
     for rep in item["reports"]:
@@ -252,11 +254,18 @@ def cmd_check(args) -> int:
     from rich.console import Console
 
     from .report import as_json_line, render, render_failure
+    from .worker import end_all
 
     check_args(args)
     if args.device != "cpu":
         from ..train import check_device
         check_device(args.device)
+    def stop(signum, frame):  # SIGTERM or Ctrl-C: no judge outlives the command
+        end_all()
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
     console = Console()
     single = len(args.files) == 1
     code = 0

@@ -18,7 +18,8 @@ from .batch import Setup, make_setup, trace_pair
 from .diagnose import Diagnosis
 from .exercises import Exercise, forward_exercise, get_exercise
 from .files import precheck, read_source
-from .names import did_you_mean
+from .names import autograd_use, did_you_mean, first_tampering
+from .wire import Gone
 from .judge import probe, probe_diagnosis, run_forced, run_plain
 from .learner import LocalLearner
 from .runner import Failure, Program, parse_learner
@@ -26,7 +27,7 @@ from .statements import Unit
 from .trace import Trace
 from .verdicts import OK, Result, judge, plain_cmp
 
-VERDICT_ORDER = ("exact", "rounding", "wrong", "shape", "missing", "error", "uses-autograd")
+VERDICT_ORDER = ("exact", "rounding", "wrong", "shape", "missing", "error", "uses-autograd", "tampering")
 SCOPE_SHOWN = 24  # names listed when a learner's name is undefined
 
 
@@ -170,12 +171,28 @@ def judge_function(prog: Program, fname: str, t32: Trace, t64: Trace, judged: li
                    solution: dict | None = None, learner=None) -> list[Result]:
     """Call the file's backward(...) on both traces and judge every parameter gradient it returns."""
     learner = learner or LocalLearner.of_traces(t32, t64)
-    g32, err = learner.call(prog, fname, t32.params)
-    g64, _ = learner.call(prog, fname, t32.params, float64=True) if err is None else (None, None)
+    units = [u for _, u in prog.runnable()]
+    reach = first_tampering(units)
+    autograd = next(((u, how) for u in units if u.node is not None and (how := autograd_use(u.node))), None)
+    g32, g64, err = None, None, None
+    if reach is None:
+        try:
+            g32, err = learner.call(prog, fname, t32.params)
+            g64, _ = learner.call(prog, fname, t32.params, float64=True) if err is None else (None, None)
+        except Gone:
+            err = Failure(None, 0, "the run stopped before backward() returned (the process exited or was killed)")
     results = []
     for x in judged:
         shape = tuple(t32.grads[x].shape)
-        if err is not None:
+        if reach is not None:
+            u, how = reach
+            r = Result(x, shape, "tampering", line=u.line, cell=u.cell,
+                       note=f"{u.where} {how} (`{u.first_line()}`): the file is not run")
+        elif autograd is not None:
+            u, how = autograd
+            r = Result(x, shape, "uses-autograd", line=u.line, cell=u.cell,
+                       note=f"{u.where} {how}: that is autograd's answer, not a gradient written by hand")
+        elif err is not None:
             r = Result(x, shape, "error", note=err.message, line=err.line, cell=err.cell)
         elif x not in g32:
             r = Result(x, shape, "missing", note=f"{fname}() returned no '{x}'")
@@ -195,14 +212,21 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False,
     learner = learner or LocalLearner.of_traces(t32, t64)
     forced = run_forced(prog, t32, t64, ctx.judged, ctx.given, learner)
     plain, plain_failures = run_plain(prog, t32, ctx.judged, ctx.given, learner)
-    probes = probe(prog, t32, t64, ctx.judged, ctx.given, ctx.setup.n, learner)
+    probes = probe(prog, t32, t64, ctx.judged, ctx.given, ctx.setup.n, learner, forced=forced)
     written = prog.written()
     known = {prog.dvar(x) for x in t32.grads}
+    runnable = [u for _, u in prog.runnable()]
+    reach = first_tampering(runnable)
     results = []
     for x in ctx.judged:
         shape = tuple(t32.grads[x].shape)
         dvar = prog.dvar(x)
-        if x in forced.autograd:
+        u = forced.units.get(x) or written.get(dvar)
+        if reach is not None and (u is None or runnable.index(u) >= runnable.index(reach[0])):
+            r = Result(x, shape, "tampering", line=reach[0].line, cell=reach[0].cell,
+                       note=f"{reach[0].where} {reach[1]} (`{reach[0].first_line()}`): a gradient computed after "
+                            "that is not judged")
+        elif x in forced.autograd:
             u, how = forced.autograd[x]
             r = Result(x, shape, "uses-autograd", line=u.line, cell=u.cell,
                        note=f"{dvar} {how} ({u.where}): that is autograd's answer, not a gradient written by hand")
@@ -244,7 +268,10 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False,
         r.plain = plain_cmp(plain.get(x), t32.grads[x])
         results.append(r)
     problems = [{"line": f.line, "cell": f.cell, "message": failure_note(f, ctx)} for f in forced.problems]
-    return results, {"problems": problems, "plain_failed": plain_failures}
+    facts = {"problems": problems, "plain_failed": plain_failures}
+    if reach is not None:
+        facts["tampering"] = {"line": reach[0].line, "cell": reach[0].cell, "what": reach[1]}
+    return results, facts
 
 
 def summarise(results: list[Result], plain_failed: int = 0) -> dict:
@@ -294,17 +321,20 @@ def check_program(prog: Program, ctx: Context, strict_shapes: bool = False, deta
     pictures need: the forward's graph, the learner's lines, the values of gradients that are not exact."""
     ex = ctx.ex
     prog.learn(set(ctx.t32.grads))
-    problems, plain_failed = [], 0
+    problems, plain_failed, tampered = [], 0, None
     if ex.kind == "function":
         results = judge_function(prog, ex.function, ctx.t32, ctx.t64, ctx.judged, ctx.setup.n, ctx.solution,
                                  learner)
     else:
         results, facts = judge_statements(prog, ctx, strict_shapes, learner)
         problems, plain_failed = facts["problems"], facts["plain_failed"]
+        tampered = facts.get("tampering")
     cells = sorted({u.cell for _, u in prog.runnable() if u.cell is not None and u.writes})
     report = {"exercise": ex.id or None, "forward": ex.forward_file, "file": prog.path, "cells": cells,
               "results": [r.to_dict() for r in results], "summary": summarise(results, plain_failed),
               "problems": problems, "environment": environment(ctx)}
+    if tampered:
+        report["tampering"] = tampered
     if detail:
         report["graph"] = graph(ctx.t32)
         report["lines"] = [{"cell": u.cell, "line": u.line, "text": u.text, "writes": sorted(u.writes)}

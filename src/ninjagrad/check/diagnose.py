@@ -20,7 +20,7 @@ CLOSE = 1e-8  # relative to the node's scale: float64 rounding is ~1e-15, real m
 @dataclass
 class Diagnosis:
     kind: str  # sign | scale | missing_branch | extra_branch | broadcast | axis | transpose | aliasing |
-    #            duplicate_index | zero | nonfinite | other
+    #            duplicate_index | zero | nonfinite | precision | other
     message: str
 
     def to_dict(self) -> dict:

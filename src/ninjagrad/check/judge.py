@@ -22,8 +22,9 @@ import torch
 
 from .diagnose import Diagnosis, close, diagnose_values
 from .names import autograd_taint, gradient_sources
-from .runner import Program, last_assignments
+from .runner import Events, Program, last_assignments
 from .trace import Trace, pullback
+from .wire import Gone
 
 PROBE_DRAWS = 2  # random upstream gradients per probed gradient
 PROBE_RTOL = 1e-5  # agreement with the vector-Jacobian product, of its scale: float32 rounding (a `.to(torch.float32)` in a line) passes, a formula that differs does not
@@ -42,6 +43,7 @@ class Forced:
     autograd: dict = field(default_factory=dict)  # node -> (unit, how) where its value comes from autograd
     problems: list = field(default_factory=list)  # Failures of statements that assign no judged gradient
     missing: list = field(default_factory=list)  # nodes whose value never came (the run stopped first)
+    stopped: bool = False  # the learner's run ended before it was done
 
 
 class Order(Exception):
@@ -70,7 +72,11 @@ def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], 
         out.values32[x], out.values64[x], out.units[x] = v32, v64, prog.units[i]
         return t32.grads[x], (t64.grads[x] if t64 is not None else None), (t64 or t32).scale.get(x, 1.0)
 
-    events = learner.forced(prog, list(node_of), given_values(prog, t32, t64, given), exchange)
+    try:
+        events = learner.forced(prog, list(node_of), given_values(prog, t32, t64, given), exchange)
+    except (Order, Gone):  # the run stopped, or handed values over out of turn: what came before stands
+        events = Events()
+        out.stopped = True
     for i, err in events.failures:
         hit = [w for w in prog.units[i].writes if w in node_of]
         for w in hit:  # an error counts where it leaves the gradient: at its last assignment
@@ -99,7 +105,10 @@ def run_plain(prog: Program, t32: Trace, judged: list[str], given: list[str], le
     from .learner import LocalLearner
 
     learner = learner or LocalLearner.of_traces(t32, None)
-    values, failures = learner.plain(prog, [prog.dvar(x) for x in judged], given_values(prog, t32, None, given))
+    try:
+        values, failures = learner.plain(prog, [prog.dvar(x) for x in judged], given_values(prog, t32, None, given))
+    except Gone:
+        return {}, 1
     return {x: values.get(prog.dvar(x)) for x in judged}, failures
 
 
@@ -113,29 +122,37 @@ class Probe:
     upstream: list[str]  # the consumers whose gradients it should have used
 
 
-def probed_nodes(prog: Program, t64: Trace, judged: list[str], given: list[str]) -> list[str]:
-    """Judged nodes whose formula is a backprop step: their every consumer is judged, and their value
-    comes from the gradients of those consumers (at least one, and nothing further up). Random
-    upstream gradients can then take the consumers' place. Not probed: dlogprobs (right under the
-    loss), a fused dlogits written from the forward alone (it reads no gradient), a step that skips
-    one (dC from dhprebn: its sources are further up)."""
-    judged_set = set(judged)
-    dvar_of = {x: prog.dvar(x) for x in set(judged) | set(given)}
+def probed_nodes(prog: Program, t64: Trace, judged: list[str], given: list[str]) -> dict[str, str]:
+    """Judged nodes whose every consumer's gradient is judged or given, so that random ones can take
+    their place; node -> how it is probed, from what its value comes from (read statically):
+
+    - "step": from the gradients of its consumers (at least one, nothing further up): it must give
+      their vector-Jacobian product;
+    - "forward": from no gradient at all (a fused dlogits, an exact zero): its value must not move
+      when the upstream gradients do (a value found in memory would);
+    - not probed: dlogprobs (right under the loss), a step that skips one (demb from dhprebn)."""
+    upstream_set = set(judged) | set(given)
+    dvar_of = {x: prog.dvar(x) for x in upstream_set}
     last = last_assignments(prog, set(dvar_of[x] for x in judged))
     sources = gradient_sources(list(prog.runnable()), last, [dvar_of[x] for x in given])
-    out = []
+    out = {}
     for x in judged:
         consumers = {e.consumer for e in t64.edges.get(x, [])}
+        if not consumers or not consumers <= upstream_set:
+            continue
         src = sources.get(dvar_of[x], set())
-        if consumers and consumers <= judged_set and src and src <= {dvar_of[y] for y in consumers}:
-            out.append(x)
+        if not src:
+            out[x] = "forward"
+        elif src <= {dvar_of[y] for y in consumers}:
+            out[x] = "step"
     return out
 
 
 def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[str], n: int,
-          learner=None, draws: int = PROBE_DRAWS) -> dict[str, Probe]:
-    """Run the statements again with random upstream gradients; name every gradient whose formula
-    does not give their vector-Jacobian product."""
+          learner=None, draws: int = PROBE_DRAWS, forced: Forced | None = None) -> dict[str, Probe]:
+    """Run the statements again with random upstream gradients (judged and given ones alike); name
+    every gradient whose formula does not give their vector-Jacobian product, and every one written
+    from the forward alone whose value follows them anyway."""
     from .learner import LocalLearner
 
     learner = learner or LocalLearner.of_traces(t32, t64)
@@ -147,33 +164,40 @@ def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[
     g = torch.Generator().manual_seed(PROBE_SEED)
     found: dict[str, Probe] = {}
     for _ in range(draws):
-        sent: dict[str, torch.Tensor] = {}
+        sent = {x: torch.randn(t64.grads[x].shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
+                for x in given}
         got: dict[str, torch.Tensor] = {}
 
         def exchange(dvar, i, v32, v64):
             x = node_of.get(dvar)
-            if x is None or last.get(dvar) != i or x in sent:
+            if x is None or last.get(dvar) != i or x in got:
                 raise Order(f"a value for {dvar} at unit {i}")
-            ref = t64.grads[x]
             mine = v64 if torch.is_tensor(v64) else v32
-            if torch.is_tensor(mine) and mine.is_floating_point():
-                got[x] = mine.detach().double().cpu()
-            r = torch.randn(ref.shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
+            got[x] = mine.detach().double().cpu() if torch.is_tensor(mine) and mine.is_floating_point() else None
+            r = torch.randn(t64.grads[x].shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
             sent[x] = r
             return r.float(), r, t64.scale.get(x, 1.0)
 
         try:
-            learner.forced(prog, list(node_of), given_values(prog, t32, t64, given), exchange)
-        except Order:
+            learner.forced(prog, list(node_of), {prog.dvar(x): (r.float(), r) for x, r in sent.items()}, exchange)
+        except (Order, Gone):
             break
-        for x in nodes:
-            if x in found or x not in got:
+        for x, how in nodes.items():
+            mine = got.get(x)
+            if x in found or mine is None:
                 continue
             upstream = {e.consumer: sent[e.consumer] for e in t64.edges[x] if e.consumer in sent}
             if len(upstream) < len(t64.edges[x]):
                 continue
+            if how == "forward":
+                before = forced.values64.get(x) if forced is not None else None
+                if not torch.is_tensor(before) or before.shape != mine.shape or torch.equal(before.double(), mine):
+                    continue
+                found[x] = Probe(x, Diagnosis("other", f"d{x} reads no upstream gradient, yet its value changed "
+                                                       "when they did: it is not computed by its own lines"),
+                                 sorted(upstream))
+                continue
             want, edges = pullback(t64, x, upstream)
-            mine = got[x]
             if mine.shape != want.shape:
                 continue
             scale = max(want.abs().max().item(), max(r.abs().max().item() for r in upstream.values()), 1e-30)

@@ -22,8 +22,9 @@ import shlex
 from ..errors import UsageError
 from .core import check_program, upstream_of
 from .layout import EX3_GIVEN, forward_end
-from .notebook import own_context
-from .own_forward import slice_forward, trace_own
+from .learner import MAIN, LearnerSide, LocalLearner
+from .notebook import forward_values, own_context, traced
+from .own_forward import slice_spec
 from .report import CheckReport
 from .runner import Program
 from .submission import code_cell
@@ -49,8 +50,14 @@ def check_cell(cell: str, history: list[str], namespace: dict, exercise: int | N
     if end is None or end >= len(past):
         raise UsageError("no forward found: run the cell that computes `loss` (the chunked forward) first, and "
                          "assign gradients d<name> of its tensors in this cell")
-    fw = slice_forward(past[: end + 1], past[end], namespace)
-    t32, t64 = trace_own(fw)
+    try:
+        spec = slice_spec(past[: end + 1], past[end], namespace)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    fw, t32, t64 = traced(spec)
+    side = LearnerSide()  # the notebook's own names, under the forward's traced values
+    side.setup_ns = {k: v for k, v in namespace.items() if not k.startswith("_")}
+    side.set_forward(MAIN, forward_values(fw, t32), forward_values(fw, t64))
     prog = Program("this cell", this.units)
     prog.learn(set(t32.grads))
     written = set(prog.written())
@@ -67,7 +74,7 @@ def check_cell(cell: str, history: list[str], namespace: dict, exercise: int | N
                          f"({', '.join('d' + x for x in t32.nodes[:6])}, ...)")
     given = list(dict.fromkeys(upstream_of(t32, judged) + [x for x in extra if x in t32.grads]))
     ctx = own_context(exercise or 1, fw, t32, t64, judged, given, "the notebook's batch")
-    report = check_program(prog, ctx, strict_shapes)
+    report = check_program(prog, ctx, strict_shapes, learner=LocalLearner(side))
     report["file"] = "this cell"
     report["cells"] = []
     return CheckReport(report)

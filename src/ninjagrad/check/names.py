@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from .statements import Unit, reads_of
 
 AUTOGRAD_FUNCTIONS = ("torch.autograd.grad", "autograd.grad", "torch.autograd.backward", "autograd.backward",
-                      "torch.autograd.functional", "torch.func.", "functorch.", "torch.func", "functorch")
+                      "torch.autograd.functional", "torch.func.", "functorch.", "torch.func", "functorch",
+                      "torch.enable_grad", "torch.set_grad_enabled", "torch.autograd.enable_grad")
+AUTOGRAD_METHODS = ("backward", "requires_grad_", "retain_grad", "register_hook")
 
 
 def dotted(node: ast.AST) -> str:
@@ -35,6 +37,57 @@ def dotted(node: ast.AST) -> str:
     return ""
 
 
+SUSPECT_MODULES = {"gc", "inspect", "ctypes", "builtins", "importlib", "ninjagrad", "subprocess", "socket",
+                   "signal", "multiprocessing", "pickle", "marshal", "threading", "resource", "pty", "shutil"}
+SUSPECT_NAMES = {"__import__", "__builtins__", "globals", "vars", "locals", "exec", "eval", "compile", "setattr",
+                 "delattr", "exit", "quit", "breakpoint"}
+SUSPECT_CALLS = {"os._exit", "os.kill", "os.killpg", "os.abort", "os.fork", "os.system", "os.execv", "os.execvp",
+                 "os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace", "sys.exit", "sys._getframe",
+                 "sys.settrace", "sys.setprofile", "os.setsid", "os.popen", "os.spawnl", "os.putenv"}
+FRAME_ATTRIBUTES = {"f_back", "f_globals", "f_locals", "f_builtins", "gi_frame", "tb_frame", "cr_frame"}
+PATCHABLE = {"torch", "F", "nn", "np", "math", "sys", "os", "ninjagrad", "builtins"}
+
+
+def tampering(node: ast.AST) -> str | None:
+    """How a statement reaches beyond computing a gradient, or None: into the checker's process
+    (gc, frames, builtins, dunders), into torch or a module (patching it), out of the run (exit,
+    signals, processes, files)."""
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in sub.names] + ([sub.module] if isinstance(sub, ast.ImportFrom) and sub.module else [])
+            hit = [n for n in names if n.split(".")[0] in SUSPECT_MODULES]
+            if hit:
+                return f"imports {hit[0]}"
+        elif isinstance(sub, ast.Name) and sub.id in SUSPECT_NAMES:
+            return f"uses {sub.id}"
+        elif isinstance(sub, ast.Attribute):
+            if sub.attr.startswith("__") and sub.attr.endswith("__") or sub.attr in FRAME_ATTRIBUTES:
+                return f"reaches `{ast.unparse(sub)}`"
+            if dotted(sub) in SUSPECT_CALLS:
+                return f"calls `{dotted(sub)}`"
+        elif isinstance(sub, (ast.Assign, ast.AugAssign, ast.Delete)):
+            targets = sub.targets if isinstance(sub, (ast.Assign, ast.Delete)) else [sub.target]
+            for t in targets:
+                base = t
+                while isinstance(base, (ast.Attribute, ast.Subscript)):
+                    base = base.value
+                if isinstance(t, ast.Attribute) and isinstance(base, ast.Name) and base.id in PATCHABLE:
+                    return f"changes `{ast.unparse(t)}`"
+        elif isinstance(sub, ast.Raise) and sub.exc is not None and \
+                dotted(sub.exc.func if isinstance(sub.exc, ast.Call) else sub.exc) in ("SystemExit", "KeyboardInterrupt"):
+            return "raises SystemExit"
+    return None
+
+
+def first_tampering(units: list[Unit]) -> tuple[Unit, str] | None:
+    """The first statement that reaches beyond computing a gradient, and how."""
+    for u in units:
+        how = tampering(u.node) if u.node is not None else None
+        if how:
+            return u, how
+    return None
+
+
 def autograd_use(node: ast.AST) -> str | None:
     """How a statement reads autograd's answer (`hpreact.grad`, `loss.backward()`, ...), or None."""
     for sub in ast.walk(node):
@@ -42,8 +95,11 @@ def autograd_use(node: ast.AST) -> str | None:
             return f"reads `{ast.unparse(sub)}`"
         if isinstance(sub, ast.Call):
             name = dotted(sub.func)
-            if isinstance(sub.func, ast.Attribute) and sub.func.attr == "backward":
+            if isinstance(sub.func, ast.Attribute) and sub.func.attr in AUTOGRAD_METHODS:
                 return f"calls `{ast.unparse(sub.func)}()`"
+            if any(k.arg == "requires_grad" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+                   for k in sub.keywords):
+                return f"makes a tensor that requires grad (`{ast.unparse(sub)[:60]}`)"
             if name and any(name == f or name.startswith(f) for f in AUTOGRAD_FUNCTIONS):
                 return f"calls `{name}`"
     return None

@@ -20,9 +20,9 @@ from ..errors import UsageError
 from .batch import Setup
 from .core import Context, check_program, prepare_exercise, solution_values, summarise, upstream_of
 from .exercises import get_exercise
-from .layout import Found, Layout, notebook_layout
-from .own_forward import (Forward, SetupRun, first_failure, first_value, install_stubs, run_setup_units,
-                          slice_forward, trace_own, words_from)
+from .layout import Found, notebook_layout
+from .learner import MAIN, LocalLearner
+from .own_forward import Forward, forward_of_spec, trace_own
 from .runner import Program
 from .submission import Submission
 from .trace import Trace
@@ -57,6 +57,9 @@ def batch_size(namespace: dict, t32: Trace) -> int:
     return max(dims.most_common(1)[0][0], 2) if dims else 2
 
 
+LECTURE = "lecture"  # the space of the lecture's forward, when it stands in for a notebook's
+
+
 def own_context(number: int, fw: Forward, t32: Trace, t64: Trace, judged: list[str], given: list[str],
                 source: str) -> Context:
     """An exercise judged against the learner's own forward."""
@@ -85,23 +88,40 @@ def statements_context(f: Found, fw: Forward, t32: Trace, t64: Trace, source: st
     return own_context(f.exercise, fw, t32, t64, judged, given, source)
 
 
-def loop_context(f: Found, layout: Layout, namespace: dict, source: str) -> tuple[Context, Program]:
-    """Exercise 4: one pass of the loop's body, up to its backward, in a copy of the setup's namespace."""
-    loop = f.loop
-    ns = dict(namespace)
-    run = run_setup_units(loop.before, ns)
-    if loop.target is not None:
-        first_value(loop.target, loop.iterable, ns)
-    run_setup_units(loop.forward, ns, run)
-    units = layout.setup + loop.before + loop.forward
+def traced(spec: dict) -> tuple[Forward, Trace, Trace]:
+    """The judge's side of a notebook's forward: check the steps the learner's side sliced out, trace them."""
+    if "error" in spec:
+        raise UsageError(str(spec["error"]))
     try:
-        fw = slice_forward(units, loop.forward[-1], ns)
-    except UsageError as e:
-        raise UsageError(f"{e}{first_failure(run, loop.forward)}") from None
+        fw = forward_of_spec(spec)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"the notebook's forward came back malformed ({type(e).__name__})") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     t32, t64 = trace_own(fw)
+    return fw, t32, t64
+
+
+def forward_values(fw: Forward, t: Trace) -> dict:
+    """The forward's own values (parameters and steps) of a trace, for the learner's side."""
+    names = list(fw.params) + [st.target for st in fw.statements]
+    return {x: t.namespace[x] for x in names if x in t.namespace}
+
+
+def own_forward(learner, space: str, spec: dict) -> tuple[Forward, Trace, Trace]:
+    fw, t32, t64 = traced(spec)
+    learner.set_forward(space, forward_values(fw, t32), forward_values(fw, t64))
+    return fw, t32, t64
+
+
+def loop_context(f: Found, k: int, learner, source: str) -> tuple[Context, Program]:
+    """Exercise 4: one pass of the loop's body, traced, judged on its parameters (and every
+    intermediate gradient it names)."""
+    loop = f.loop
+    fw, t32, t64 = own_forward(learner, f"loop{k}", learner.loop_setup(k))
     order = [p for p in loop.params if p in fw.params] + [p for p in fw.params if p not in loop.params]
     dvars = {p: g for p, g in zip(loop.params, loop.grads)} if len(loop.params) == len(loop.grads) else {}
-    prog = Program(layout_path(f), f.units, dvars)
+    prog = Program(layout_path(f), f.units, dvars, ref=("found", k))
     prog.learn(set(t32.grads))
     written = set(prog.written())
     inner = [x for x in t32.nodes if x not in fw.params and prog.dvar(x) in written]
@@ -127,55 +147,50 @@ def failed(path: str, f: Found, why: str) -> dict:
             "summary": {**summarise([]), "ok": False, "text": f"not judged: {why}"}, "problems": []}
 
 
-def check_notebook(sub: Submission, data: str | None = None, strict_shapes: bool = False) -> list[dict]:
-    """One report per exercise found in the notebook, in order."""
+def check_notebook(sub: Submission, data: str | None = None, strict_shapes: bool = False, detail: bool = False,
+                   learner=None) -> list[dict]:
+    """One report per exercise found in the notebook, in order. The notebook's own code runs in
+    `learner` (a sandboxed process under `ninjagrad check`; this process by default)."""
     layout = notebook_layout(sub)
     if not layout.found:
         raise UsageError(f"{sub.path}: no exercise found: no cell assigns a gradient (d<name>) of a forward "
                          "that computes `loss`")
-    install_stubs()
+    learner = learner or LocalLearner()
     reports = []
     with tempfile.TemporaryDirectory(prefix="ninjagrad-nb-") as scratch:
         words = words_for(sub.path, data, scratch)
-        with words_from(words.path):
-            namespace: dict = {"__name__": "__main__"}
-            own, why = None, None
-            if layout.loss is not None:
-                setup = run_setup_units(layout.setup, namespace)
-                try:
-                    fw = slice_forward(layout.setup, layout.loss, namespace)
-                    own = (fw, *trace_own(fw))
-                except UsageError as e:
-                    why = setup_trouble(setup, str(e), layout.setup)
-            for f in layout.found:
-                if not f.attempted:
-                    reports.append(not_attempted(sub.path, f))
-                    continue
-                try:
-                    reports.append(check_found(sub, f, layout, namespace, own, why, words, strict_shapes))
-                except UsageError as e:
-                    reports.append(failed(sub.path, f, str(e)))
+        learner.read(sub)
+        own, why = None, None
+        if layout.loss is not None:
+            try:
+                own = own_forward(learner, MAIN, learner.setup(words.path))
+            except UsageError as e:
+                why = str(e)
+        for k, f in enumerate(layout.found):
+            if not f.attempted:
+                reports.append(not_attempted(sub.path, f))
+                continue
+            try:
+                reports.append(check_found(sub, k, f, learner, own, why, words, strict_shapes, detail))
+            except UsageError as e:
+                reports.append(failed(sub.path, f, str(e)))
     return reports
 
 
-def setup_trouble(setup: SetupRun, why: str, units: list) -> str:
-    """Why the notebook's own forward could not be used, with the first setup statement that failed."""
-    return why + first_failure(setup, units)
-
-
-def check_found(sub: Submission, f: Found, layout: Layout, namespace: dict, own, why: str | None, words: Words,
-                strict_shapes: bool) -> dict:
+def check_found(sub: Submission, k: int, f: Found, learner, own, why: str | None, words: Words,
+                strict_shapes: bool, detail: bool) -> dict:
     if f.exercise == 4:
-        ctx, prog = loop_context(f, layout, namespace, words.source)
-        rep = check_program(prog, ctx, strict_shapes)
+        ctx, prog = loop_context(f, k, learner, words.source)
+        rep = check_program(prog, ctx, strict_shapes, detail, learner.at(f"loop{k}"))
     elif own is not None:
         ctx = statements_context(f, *own, words.source)
-        rep = check_program(Program(sub.path, f.units), ctx, strict_shapes)
+        rep = check_program(Program(sub.path, f.units, ref=("found", k)), ctx, strict_shapes, detail, learner.at(MAIN))
     else:
         ctx = prepare_exercise(f.exercise, None, "cpu", words.path)
         ctx = dataclasses.replace(ctx, forward=f"the lecture's, standing in for the notebook's own: {why}")
-        rep = check_program(Program(sub.path, f.units), ctx, strict_shapes)
+        learner.set_space(LECTURE, ctx.t32.namespace, ctx.t64.namespace)
+        rep = check_program(Program(sub.path, f.units, ref=("found", k)), ctx, strict_shapes, detail,
+                            learner.at(LECTURE))
     rep["attempted"] = True
     rep["exercise"] = f.exercise
     return rep
-

@@ -31,7 +31,9 @@ from ..errors import UsageError
 from .batch import as_float64
 from .names import autograd_use
 from .statements import Unit, describe_exc, reads_of
+from . import runner, wire
 from .trace import Statement, Trace, trace_forward
+from .wire import pack, unpack
 
 STUBBED = ("matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "seaborn", "graphviz", "plotly",
            "plotly.express", "IPython", "IPython.display", "google", "google.colab", "wandb")
@@ -137,6 +139,8 @@ def run_setup_units(units: list[Unit], namespace: dict, run: SetupRun | None = N
         if trains(u.node) or (autograd_use(u.node) and not u.writes):
             run.skipped.append(u)
             continue
+        if runner.PROGRESS is not None:
+            runner.PROGRESS(u)
         try:
             with contextlib.redirect_stdout(io.StringIO()), torch.enable_grad():
                 exec(u.code, namespace)
@@ -175,11 +179,12 @@ def first_value(target: ast.expr, iterable: ast.expr, namespace: dict):
 
 @dataclass
 class Forward:
-    """The forward sliced out of a notebook: its steps, its parameters and its other inputs."""
+    """The forward sliced out of a notebook, as the judge traces it: its steps, its parameters and
+    the inputs they read."""
     statements: list[Statement]
     params: dict[str, torch.Tensor]
-    extras: dict  # inputs the forward reads (Xb, Yb, n, ...) and every other name the setup left
-    where: str  # "cells 8-9" for messages
+    extras: dict  # inputs the steps read (Xb, Yb, n, ...), torch and F
+    where: str  # "cells 8-9", for messages
 
 
 def as_step(u: Unit, name: str) -> Unit | None:
@@ -201,13 +206,16 @@ def as_step(u: Unit, name: str) -> Unit | None:
     return Unit(u.cell, u.line, u.end, text, step, code, filename=u.filename)
 
 
-def slice_forward(units: list[Unit], loss: Unit, namespace: dict) -> Forward:
-    """Walk back from `loss` through the units before it to the forward's parameters and inputs."""
+def slice_spec(units: list[Unit], loss: Unit, namespace: dict) -> dict:
+    """Walk back from `loss` through the units before it to the forward's parameters and inputs.
+
+    Runs on the learner's side; returns plain data for the judge (see wire.py): each step's source,
+    the parameters' values, the inputs' values. ValueError when the forward cannot be followed."""
     value = namespace.get("loss")
     if not (torch.is_tensor(value) and value.numel() == 1):
-        raise UsageError(f"{loss.where}: `loss` did not come out as a one-element tensor")
+        raise ValueError(f"{loss.where}: `loss` did not come out as a one-element tensor")
     if not value.requires_grad:
-        raise UsageError(f"{loss.where}: `loss` has no gradient graph (parameters without requires_grad=True, or "
+        raise ValueError(f"{loss.where}: `loss` has no gradient graph (parameters without requires_grad=True, or "
                          "the forward ran under torch.no_grad())")
     needed = set(reads_of(loss.node.value))
     chosen = [loss]
@@ -228,18 +236,72 @@ def slice_forward(units: list[Unit], loss: Unit, namespace: dict) -> Forward:
                 chosen.append(step)
                 needed |= set(reads_of(step.node.value))
             else:
-                raise UsageError(f"{u.where}: `{name}`, a step of the forward, is made by a statement the checker "
+                raise ValueError(f"{u.where}: `{name}`, a step of the forward, is made by a statement the checker "
                                  f"cannot follow (`{u.first_line()}`); write it as `{name} = expression`")
     if not params:
-        raise UsageError(f"{loss.where}: no parameter (a tensor with requires_grad=True) reaches `loss`")
+        raise ValueError(f"{loss.where}: no parameter (a tensor with requires_grad=True) reaches `loss`")
+    inputs |= {x for x in needed if x in namespace and not x.startswith("__")}
     chosen.reverse()
-    statements = [Statement(u.line, u.text, u.node.targets[0].id, reads_of(u.node.value), u.code,
-                            compile(ast.Expression(u.node.value), u.filename, "eval"), u.node.value, u.filename)
-                  for u in chosen]
-    extras = {k: v for k, v in namespace.items() if not k.startswith("__") and k not in params}
     cells = sorted({u.cell for u in chosen if u.cell is not None})
     where = (f"cell {cells[0]}" if len(cells) == 1 else f"cells {cells[0]}-{cells[-1]}") if cells else "the file"
-    return Forward(statements, {k: v.detach().to(torch.float32) for k, v in params.items()}, extras, where)
+    return {"statements": [{"cell": u.cell, "line": u.line, "text": ast.unparse(u.node), "filename": u.filename}
+                           for u in chosen],
+            "params": {k: v.detach().to(torch.float32) for k, v in params.items()},
+            "inputs": {k: pack(namespace[k]) for k in sorted(inputs)}, "where": where}
+
+
+SAFE_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Call, ast.Attribute,
+              ast.Subscript, ast.Slice, ast.Name, ast.Constant, ast.Tuple, ast.List, ast.keyword, ast.IfExp,
+              ast.Load, ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.Starred)
+UNSAFE_ATTRIBUTES = {"load", "save", "hub", "ops", "library", "autograd", "backward", "grad", "register_hook",
+                     "retain_grad", "requires_grad_", "data", "set_", "storage", "untyped_storage", "jit", "compile",
+                     "func", "utils", "distributed", "multiprocessing", "from_file", "classes", "overrides"}
+SAFE_BUILTINS = {name: getattr(builtins, name) for name in ("range", "len", "min", "max", "abs", "float", "int",
+                                                             "sum", "slice", "round", "pow", "tuple", "list")}
+
+
+def safe_step(text: str, names: set[str], where: str) -> ast.Assign:
+    """A step of a learner's forward, checked before the judge evaluates it: `name = expression` with
+    plain operations on the forward's names, torch and F (no dunders, no autograd, no file access)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        raise ValueError(f"{where}: a step of the forward does not parse") from None
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+        raise ValueError(f"{where}: a step of the forward is not `name = expression`")
+    for sub in ast.walk(ast.Expression(node.value)):
+        bad = None
+        if not isinstance(sub, SAFE_NODES):
+            bad = type(sub).__name__.lower()
+        elif isinstance(sub, ast.Attribute) and (sub.attr.startswith("_") or sub.attr in UNSAFE_ATTRIBUTES):
+            bad = f".{sub.attr}"
+        elif isinstance(sub, ast.Name) and sub.id not in names and sub.id not in SAFE_BUILTINS:
+            bad = f"`{sub.id}` (not a tensor, number or list the forward can hand over)"
+        if bad:
+            raise ValueError(f"{where}: the forward's step `{text}` uses {bad}, which the checker does not "
+                             "evaluate on your behalf")
+    return node
+
+
+def forward_of_spec(spec: dict) -> Forward:
+    """The judge's side: the forward a learner's side sliced out, checked and compiled for tracing."""
+    params = {k: v for k, v in spec["params"].items() if torch.is_tensor(v) and v.is_floating_point()}
+    inputs = {k: unpack(v) for k, v in spec["inputs"].items()}
+    names = set(params) | set(inputs) | set(wire.MODULES)
+    statements = []
+    for st in spec["statements"]:
+        where = (f"cell {st['cell']}, line {st['line']}" if st["cell"] is not None else f"line {st['line']}")
+        node = safe_step(st["text"], names, where)
+        ast.increment_lineno(node, st["line"] - 1)
+        target = node.targets[0].id
+        statements.append(Statement(st["line"], st["text"], target, reads_of(node.value),
+                                    compile(ast.Module([node], type_ignores=[]), st["filename"], "exec"),
+                                    compile(ast.Expression(node.value), st["filename"], "eval"), node.value,
+                                    st["filename"]))
+        names.add(target)
+    extras = {**inputs, **wire.MODULES, "__builtins__": SAFE_BUILTINS}
+    return Forward(statements, params, extras, spec["where"])
 
 
 def trace_own(fw: Forward) -> tuple[Trace, Trace]:

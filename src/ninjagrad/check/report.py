@@ -8,7 +8,7 @@ from .html import render_submission
 from .statements import shape_str
 
 STYLE = {"exact": "bold green", "rounding": "green", "wrong": "bold red", "shape": "bold red",
-         "missing": "yellow", "error": "bold magenta", "uses-autograd": "bold red"}
+         "missing": "yellow", "error": "bold magenta", "uses-autograd": "bold red", "tampering": "bold red"}
 
 
 def fmt(x, spec=".2g"):
@@ -92,6 +92,15 @@ def render(report: dict, console) -> None:
     console.print(t)
     for i, text in enumerate(notes, 1):  # rich wraps each at the terminal's width
         console.print(f"[dim]\\[{i}][/] {text}")
+    if report.get("tampering"):
+        t = report["tampering"]
+        console.print(f"[bold red]tampering[/]: {where_str(t).strip(' ()')} {escape(t['what'])}: gradients computed "
+                      "from there on are not judged")
+    if report.get("stopped"):
+        st = report["stopped"]
+        how = f"exit status {st['status']}" if (st.get("status") or 0) >= 0 else f"signal {-st['status']}"
+        console.print(f"[bold magenta]the submission's process ended early[/] ({how}"
+                      f"{', in ' + st['where'] if st.get('where') else ''}): gradients due after that are errors")
     for p in report.get("problems", []):
         console.print(f"[magenta]{where_str(p).strip(' ()')}[/]: {escape(p['message'])} (assigns no gradient; "
                       "ignored)")

@@ -37,6 +37,8 @@ class Program:
     units: list[Unit]
     dvars: dict[str, str] = field(default_factory=dict)  # node -> the learner's name for its gradient
     helpers: set[str] = field(default_factory=lambda: {"cmp"})  # compare helpers (their calls are not run)
+    ref: tuple = ("all",)  # which units, for a learner's side that read the same submission: ("all",) or
+    #                         ("found", k): exercise k of its notebook layout
 
     def __post_init__(self):
         self.helpers = self.helpers | {c.helper for c in compare_calls(self.units)}
@@ -114,8 +116,13 @@ def default_dtype(dtype):
         torch.Tensor.float = old_float
 
 
+PROGRESS = None  # in a sandboxed learner's process: told each unit before it runs (for time-limit messages)
+
+
 def run_one(prog: Program, u: Unit, ns: dict, dtype) -> Failure | None:
     """Execute one unit; a Failure if it raised or does not parse. The learner's prints are dropped."""
+    if PROGRESS is not None:
+        PROGRESS(u)
     if u.code is None:
         return Failure(u.cell, u.line, f"syntax error: {u.error}")
     try:

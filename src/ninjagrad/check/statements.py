@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 # the name a broken line was about to assign: `dC =`, `dC[ix] +=`, `dlogits.data -=`
-ASSIGNED = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\[[^\n]*\]|\.\w+)?\s*(?:[-+*/@%]|//|\*\*)?=(?!=)")
+ASSIGNED = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\[[^\n]*\]|\.\w+)?\s*(?:[-+*/@%]|//|\*\*)?=(?!=)", re.MULTILINE)
 # lines that continue a block rather than start a statement
 CONTINUES = re.compile(r"^(else|elif|except|finally|case)\b|^[)\]}]")
 MAX_LOOKAHEAD = 200  # starts tried when joining lines into a statement that parses
@@ -38,14 +38,13 @@ class Unit:
 
     def first_line(self) -> str:
         lines = self.text.strip("\n").splitlines() or [""]
-        return lines[0].strip() + (" ..." if len(lines) > 1 else "")
+        return clip(lines[0].strip(), 120) + (" ..." if len(lines) > 1 else "")
 
     @property
     def writes(self) -> set[str]:
         if self.node is not None:
             return writes_of(self.node)
-        m = ASSIGNED.match(self.text)
-        return {m.group(1)} if m else set()
+        return {m.group(1) for m in ASSIGNED.finditer(self.text)}
 
 
 def _bases(target: ast.AST) -> set[str]:
@@ -211,9 +210,20 @@ def _split_tolerantly(source: str, filename: str, cell: int | None, offset: int 
     return units
 
 
+SHOWN = 300  # characters of a learner's message or line shown in a report
+
+
+def clip(text: str, n: int = SHOWN) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def describe_exc(exc: BaseException) -> str:
     """`NameError: name 'x' is not defined`: the exception's type and the first line of its message."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    try:
+        msg = str(exc).strip()
+    except Exception:  # noqa: BLE001 -- a learner's exception whose __str__ itself raises
+        msg = ""
+    msg = clip(msg.splitlines()[0]) if msg else ""
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 

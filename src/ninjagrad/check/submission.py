@@ -24,6 +24,7 @@ CELL_MAGIC = re.compile(r"^\s*%%([A-Za-z_]\w*)(.*)$")
 SHELL = re.compile(r"^(\s*)(?:[A-Za-z_]\w*\s*=\s*)?(?:!|%(?=[A-Za-z]))")  # `!ls`, `files = !ls`, `x = %env`
 HELP = re.compile(r"^(\s*)(?:\?+[\w.]+|[\w.]+\?{1,2})\s*$")
 PERCENT_CELL = re.compile(r"^# ?%%(.*)$", re.MULTILINE)
+MAX_CODE = 2 << 20  # bytes of code a submission may hold (the lecture's notebook has ~20 KB)
 
 
 @dataclass
@@ -85,7 +86,7 @@ def read_submission(path: str) -> Submission:
     """The file at `path` as cells: a notebook's, a percent-format script's, or one cell for a .py file."""
     if path.endswith(".ipynb"):
         return read_notebook(path)
-    text = read_utf8(path, "a Python file or a notebook")
+    text = read_utf8(path, "a Python file or a notebook", limit=MAX_CODE)
     if "marimo.App(" in text and "@app.cell" in text:
         marimo = read_marimo(path, text)
         if marimo is not None:
@@ -155,11 +156,16 @@ def read_notebook(path: str) -> Submission:
     if not isinstance(raw, list):
         raise UsageError(f"{path}: not a notebook: no list of cells")
     cells = []
+    code = 0
     for i, c in enumerate(raw, 1):
         if not isinstance(c, dict):
             continue
         kind = c.get("cell_type")
         body = _cell_text(c.get("source", c.get("input", "")))
+        code += len(body)
+        if code > MAX_CODE:
+            raise UsageError(f"{path}: more than {MAX_CODE >> 20} MB of code and text in its cells; not a learner's "
+                             "notebook")
         if kind == "code":
             cells.append(code_cell(i, body, path))
         elif kind in ("markdown", "heading"):

@@ -1,4 +1,4 @@
-"""Verdicts: exact, rounding, wrong, shape, missing, error, uses-autograd.
+"""Verdicts: exact, rounding, wrong, shape, missing, error, uses-autograd, tampering.
 
 exact     bitwise equal to autograd.
 rounding  not bitwise equal, but the same statements on float64 inputs (float64 upstream gradients)
@@ -9,6 +9,8 @@ shape     the shape differs from the forward value's.
 missing   never assigned, or still `...`.
 error     the statement that assigns it raised (line and message given).
 uses-autograd  its value reads autograd's answer (`X.grad`, `loss.backward()`, `torch.autograd.grad`).
+tampering  it is computed after a statement that reaches beyond computing gradients: into the
+          checker's process (gc, frames, builtins), into torch (patching it), out of the run (exit).
 
 A gradient whose shape the lecture's cmp would compare element for element with the tensor's (the
 lecture's own `dbnmeani = (-dbndiff).sum(0)`, (64,) for a (1, 64) tensor; `db2` summed with keepdim;
@@ -26,6 +28,7 @@ from .diagnose import CLOSE, Diagnosis, broadcast_shape, diagnose_shape, diagnos
 ROUNDING_RTOL = 1e-10  # float64 agreement that makes a float32 mismatch "rounding"
 FLOAT32_RTOL = 1e-5  # when the statements cannot run in float64: float32 agreement, ~100 ulps of the scale
 FLOAT32_CLOSE = 1e-4  # and the diagnosis's notion of "equal" then
+FLOAT32_SANE = 1e-3  # a float32 value farther than this (of the scale) is not "rounding", whatever float64 says
 OK = ("exact", "rounding")
 
 
@@ -140,8 +143,8 @@ def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, s
     if mine32 is Ellipsis or mine32 is None:
         return Result(name, shape, "missing", note=f"d{name} is still `...`" if mine32 is Ellipsis else None)
     if not torch.is_tensor(mine32):
-        return Result(name, shape, "wrong", diagnosis=Diagnosis(
-            "other", f"d{name} is a {type(mine32).__name__}, not a tensor"))
+        kind = getattr(mine32, "typename", None) or type(mine32).__name__  # wire.Opaque: the learner's type
+        return Result(name, shape, "wrong", diagnosis=Diagnosis("other", f"d{name} is a {kind}, not a tensor"))
     if not mine32.is_floating_point():
         return Result(name, shape, "wrong", diagnosis=Diagnosis(
             "other", f"d{name} has dtype {str(mine32.dtype).replace('torch.', '')}; a gradient is floating point"))
@@ -173,6 +176,11 @@ def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, s
         agrees = rel <= FLOAT32_RTOL
         note = ("judged in float32 only (tolerance 1e-5 of the scale): these statements do not run on "
                 "float64 inputs (`.float()` or dtype=float32?); use .to(x.dtype) or .type_as(x)")
+    if agrees and maxdiff > FLOAT32_SANE * scale:
+        return Result(name, shape, "wrong", maxdiff=maxdiff, ulps=u, diagnosis=Diagnosis(
+            "precision", f"the float64 re-run agrees with autograd, but the float32 values are {maxdiff / scale:.2g} "
+                         "of the gradient's scale away from it: the statements lose that much in float32 (computed "
+                         "in float64 on other values and cast back, or a cancellation)"))
     if agrees:
         if solution32 is not None and torch.is_tensor(solution32) and torch.equal(mine32, solution32):
             note = platform_note(edges, torch.__version__, ref32.device.type, forced)
