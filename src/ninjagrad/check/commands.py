@@ -172,6 +172,8 @@ def add_check(sub):
                                                            "exercise (see below)")
     p.add_argument("--json", action="store_true", help="print JSON: one object per line, per file (per exercise "
                                                        "for a notebook)")
+    p.add_argument("--html", metavar="FILE", help="also write the reports as one self-contained HTML page: a file's "
+                                                  "graph, heatmaps and lines; a class's sortable grid (several files)")
     p.add_argument("--strict-shapes", action="store_true", help="fail a gradient whose shape only broadcasts like "
                                                                 "its tensor's ((64,) for (1, 64)) instead of noting it")
     p.add_argument("--seed", type=int, help="seed of init and batch, or of a --forward script's setup "
@@ -202,6 +204,8 @@ def check_args(args):
         raise UsageError(f"--device {args.device}: use cpu or cuda")
     if args.data is not None and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data}: no such file")
+    if args.html is not None and (Path(args.html).is_dir() or not Path(args.html).resolve().parent.is_dir()):
+        raise UsageError(f"--html {args.html}: give a file name in an existing folder")
     if args.forward is not None:
         from .files import plan
 
@@ -269,8 +273,10 @@ def cmd_check(args) -> int:
     console = Console()
     single = len(args.files) == 1
     code = 0
+    everything = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for items in pool.map(lambda path: check_items(path, args), args.files):
+            everything += items
             if single and len(items) == 1 and items[0].get("exit") == 2 and "results" not in items[0]:
                 raise UsageError(items[0]["error"])
             if all(it.get("attempted") is False for it in items):
@@ -283,7 +289,20 @@ def cmd_check(args) -> int:
                     render(item, console)
                 else:
                     render_failure(item, console)
+    if args.html:
+        from .html import render_html
+
+        write_html(args.html, render_html(everything))
+        if not args.json:
+            console.print(f"wrote {args.html}")
     return code
+
+
+def write_html(path: str, page: str):
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"--html {path}: cannot write ({e.strerror})") from None
 
 
 # --- hint and explain ----------------------------------------------------------------------------

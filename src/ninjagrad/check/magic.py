@@ -74,7 +74,7 @@ def check_cell(cell: str, history: list[str], namespace: dict, exercise: int | N
                          f"({', '.join('d' + x for x in t32.nodes[:6])}, ...)")
     given = list(dict.fromkeys(upstream_of(t32, judged) + [x for x in extra if x in t32.grads]))
     ctx = own_context(exercise or 1, fw, t32, t64, judged, given, "the notebook's batch")
-    report = check_program(prog, ctx, strict_shapes, learner=LocalLearner(side))
+    report = check_program(prog, ctx, strict_shapes, detail=True, learner=LocalLearner(side))
     report["file"] = "this cell"
     report["cells"] = []
     return CheckReport(report)
