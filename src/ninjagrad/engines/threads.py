@@ -7,12 +7,12 @@ Only ops large enough to dwarf the barrier gain from more threads, so the rule l
 a step's matmuls (its largest ops), on average.
 
 `python benchmarks/threads.py` measures both thread counts per shape, on the machine as it is and
-beside a CPU-bound neighbour (its table is in benchmarks/README.md). On the 2-core machine this project
-runs on, one thread was as fast or faster than two at every shape measured, from the lecture's MLP
-(0.2 M multiply-adds a matmul) to an 8192 x 1024 MLP (239 M); beside a busy neighbour two threads cost
-15-28x at the lecture's shapes, 2-12x up to 120 M a matmul (the transformers among them), 1.3-1.5x at
-239 M. More threads are left to steps whose matmuls are larger still, where splitting each product
-costs little even on a busy machine; --threads N (or OMP_NUM_THREADS) chooses otherwise.
+beside a CPU-bound neighbour (its table is in benchmarks/README.md). On the shared 2-core machine this
+project runs on, one thread was faster than two at every shape measured, from the lecture's MLP (0.2 M
+multiply-adds a matmul: 6-18x faster) through WaveNets and transformers (1-17 M: 3-39x) to an
+8192 x 1024 MLP (239 M: 1.4-1.7x), the gap shrinking as the products grow. More threads are left to
+steps whose matmuls are larger still, where splitting a product costs little even beside other work
+(the trend above) and can pay on an idle machine; --threads N (or OMP_NUM_THREADS) chooses otherwise.
 """
 from __future__ import annotations
 
