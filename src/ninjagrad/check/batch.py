@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..data import load_corpus, make_splits
 from ..errors import UsageError
+from ..models import MODELS
 from .exercises import Exercise
 from .setup import run_setup
 from .trace import Trace, parse_script, trace_forward
@@ -69,8 +70,6 @@ def make_setup(ex: Exercise, seed: int | None = None, device: str = "cpu", data:
 
 
 def model_setup(ex: Exercise, seed: int, device: str = "cpu", data: str | None = None) -> Setup:
-    from ..models import MODELS
-
     block_size = int(ex.config.get("block_size", 3))
     splits, source = _splits(data if data is not None else default_words(), block_size)
     cls, config_cls = MODELS[ex.model]

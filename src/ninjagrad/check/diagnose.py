@@ -7,6 +7,7 @@ the gradient's scale, far below any real mistake and far above float64 rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from itertools import combinations
 
 import torch
@@ -17,10 +18,26 @@ from .trace import Edge
 CLOSE = 1e-8  # relative to the node's scale: float64 rounding is ~1e-15, real mistakes are ~1
 
 
+class Kind(str, Enum):
+    """What is wrong with a gradient (the JSON report carries the value)."""
+    SIGN = "sign"
+    SCALE = "scale"
+    MISSING_BRANCH = "missing_branch"
+    EXTRA_BRANCH = "extra_branch"
+    BROADCAST = "broadcast"
+    AXIS = "axis"
+    TRANSPOSE = "transpose"
+    ALIASING = "aliasing"
+    DUPLICATE_INDEX = "duplicate_index"
+    ZERO = "zero"
+    NONFINITE = "nonfinite"
+    PRECISION = "precision"
+    OTHER = "other"
+
+
 @dataclass
 class Diagnosis:
-    kind: str  # sign | scale | missing_branch | extra_branch | broadcast | axis | transpose | aliasing |
-    #            duplicate_index | zero | nonfinite | precision | other
+    kind: str  # a Kind's value
     message: str
 
     def to_dict(self) -> dict:
@@ -41,30 +58,42 @@ def broadcast_shape(a, b) -> tuple | None:
     return tuple(out)
 
 
-def known_factor(c: float, n: int) -> str | None:
-    """The usual cause of a constant factor between a gradient and its reference."""
-    causes = [
-        (n, f"n = {n} times too large: a mean's 1/n is missing"),
-        (1 / n, f"1/n = 1/{n} of the value: a 1/n applied where the forward had none, or twice"),
-        (n / (n - 1), f"n/(n-1) = {n}/{n - 1}: 1/(n-1) used where the forward divides by n (the mean is 1/n)"),
-        ((n - 1) / n, f"(n-1)/n = {n - 1}/{n}: 1/n used where the forward's variance has Bessel's 1/(n-1)"),
-        (2.0, "twice the value: a factor 2 (as from d(x**2) = 2x) where none belongs, or a term counted twice"),
-        (0.5, "half the value: the 2 of d(x**2)/dx = 2x is missing"),
+def factors(n: int) -> list[tuple[float, str, str]]:
+    """The usual constant factors between a gradient and its reference: (value, name, cause)."""
+    return [
+        (n, "n", f"n = {n} times too large: a mean's 1/n is missing"),
+        (1 / n, "1/n", f"1/n = 1/{n} of the value: a 1/n applied where the forward had none, or twice"),
+        (n / (n - 1), "n/(n-1)", f"n/(n-1) = {n}/{n - 1}: 1/(n-1) used where the forward divides by n (the mean is 1/n)"),
+        ((n - 1) / n, "(n-1)/n", f"(n-1)/n = {n - 1}/{n}: 1/n used where the forward's variance has Bessel's 1/(n-1)"),
+        (2.0, "2", "twice the value: a factor 2 (as from d(x**2) = 2x) where none belongs, or a term counted twice"),
+        (0.5, "1/2", "half the value: the 2 of d(x**2)/dx = 2x is missing"),
     ]
-    for value, text in causes:
+
+
+def named_factor(c: float, n: int) -> tuple[str, str | None]:
+    """A constant factor as its usual name ("n/(n-1)", "-2") and cause; else its value and None."""
+    for value, name, cause in factors(n):
         for sign in (1, -1):
             if abs(c - sign * value) <= 1e-6 * abs(value):
-                return text + (" (and the sign is flipped)" if sign < 0 else "")
-    return None
+                return ("-" if sign < 0 else "") + name, cause + (" (and the sign is flipped)" if sign < 0 else "")
+    return f"{c:.6g}", None
 
 
-def factor_str(c: float, n: int) -> str:
-    for value, text in ((n, "n"), (1 / n, "1/n"), (n / (n - 1), "n/(n-1)"), ((n - 1) / n, "(n-1)/n"),
-                        (2.0, "2"), (0.5, "1/2")):
-        for sign, s in ((1, ""), (-1, "-")):
-            if abs(c - sign * value) <= 1e-6 * abs(value):
-                return s + text
-    return f"{c:.6g}"
+def scaled(name: str, what: str, c: float, n: int) -> Diagnosis:
+    """`what` is c times the right value: a scale (or, for -1, a sign) diagnosis."""
+    if abs(c + 1) <= 1e-6:
+        return Diagnosis(Kind.SIGN.value, f"d{name}: {what} has the wrong sign")
+    factor, why = named_factor(c, n)
+    return Diagnosis(Kind.SCALE.value, f"{what} is {factor} times the right value" + (f": {why}" if why else ""))
+
+
+def fitted_factor(mine: torch.Tensor, rest: torch.Tensor, part: torch.Tensor, scale: float, tol: float) -> float | None:
+    """c such that mine == rest + c * part (c != 1), if there is one: a term off by a constant factor."""
+    pp = (part * part).sum().item()
+    if pp <= (tol * scale) ** 2:
+        return None
+    c = ((mine - rest) * part).sum().item() / pp
+    return c if abs(c - 1) > 1e-6 and close(mine, rest + c * part, scale, tol) else None
 
 
 def sum_advice(axes: list[int], lead: int) -> str:
@@ -126,75 +155,118 @@ def diagnose_shape(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: floa
     return Diagnosis("other", f"{need}")
 
 
+@dataclass
+class Case:
+    """One wrong gradient, as every detector sees it (float64 on both sides)."""
+    name: str
+    mine: torch.Tensor
+    ref: torch.Tensor
+    scale: float
+    n: int
+    edges: list
+    tol: float
+
+    def close(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        return close(a, b, self.scale, self.tol)
+
+
+def nonfinite(c: Case):
+    if not torch.isfinite(c.mine).all():
+        return Diagnosis(Kind.NONFINITE.value, f"d{c.name} holds inf or nan: a division by zero or log of zero?")
+
+
+def all_zero(c: Case):
+    if c.mine.abs().max().item() == 0:
+        return Diagnosis(Kind.ZERO.value, f"d{c.name} is all zeros; autograd's is not (was a `+=` or an assignment lost?)")
+
+
+def sign_flipped(c: Case):
+    if c.close(c.mine, -c.ref):
+        return Diagnosis(Kind.SIGN.value, f"d{c.name} has the wrong sign: check the local derivative's sign "
+                                          "(d(-x) = -1, d(1/x) = -1/x**2, d(a - b)/db = -1)")
+
+
+def transposed(c: Case):
+    if c.mine.dim() == 2 and c.mine.shape[0] == c.mine.shape[1] and c.close(c.mine, c.ref.T):
+        return Diagnosis(Kind.TRANSPOSE.value, f"d{c.name} is transposed: check the order of the matmul")
+
+
+def whole_factor(c: Case):
+    k = fitted_factor(c.mine, torch.zeros_like(c.ref), c.ref, c.scale, c.tol)
+    if k is not None:
+        return scaled(c.name, f"d{c.name}", k, c.n)
+
+
+def missing_branches(c: Case):
+    """The sum of some of the uses' contributions: the others are missing."""
+    if len(c.edges) < 2:
+        return None
+    parts = [e.contribution for e in c.edges]
+    for k in range(1, len(c.edges)):
+        for keep in combinations(range(len(c.edges)), k):
+            if c.close(c.mine, sum(parts[i] for i in keep)):
+                missing = [c.edges[i] for i in range(len(c.edges)) if i not in keep]
+                return Diagnosis(Kind.MISSING_BRANCH.value,
+                                 f"d{c.name} lacks " + " and ".join(e.describe() for e in missing)
+                                 + f": {c.name} is used {len(c.edges)} times in the forward, so its gradient is "
+                                   "the sum of every use's contribution (add it with +=)")
+
+
+def branch_twice(c: Case):
+    for e in c.edges:
+        if e.contribution.abs().max().item() > c.tol * c.scale and c.close(c.mine, c.ref + e.contribution):
+            return Diagnosis(Kind.EXTRA_BRANCH.value, f"d{c.name} counts {e.describe()} twice")
+
+
+def duplicate_index(c: Case):
+    for e in c.edges:
+        if e.repeats is not None and e.keeps_one_repeat((c.mine - (c.ref - e.contribution)).cpu(), c.tol * c.scale):
+            return Diagnosis(Kind.DUPLICATE_INDEX.value,
+                             f"d{c.name}: an indexed assignment such as `d{c.name}[ix] += ...` keeps one value per "
+                             "repeated index, and the batch repeats indices. Accumulate with index_add_, a loop, "
+                             "or a one-hot matmul")
+
+
+def branch_factor(c: Case):
+    """One use's contribution right in form but off by a constant factor (sign included)."""
+    if len(c.edges) < 2:
+        return None
+    for e in c.edges:
+        k = fitted_factor(c.mine, c.ref - e.contribution, e.contribution, c.scale, c.tol)
+        if k is not None:
+            return scaled(c.name, f"d{c.name}: {e.describe()}", k, c.n)
+
+
+def path_factor(c: Case):
+    """One path X -> Y -> Z missing or off by a constant factor (1/n for Bessel's 1/(n-1) in a fused variance)."""
+    for e in c.edges:
+        for z, z_source, share in e.paths:
+            k = fitted_factor(c.mine, c.ref - share, share, c.scale, c.tol)
+            if k is None:
+                continue
+            path = f"the path {c.name} -> {e.consumer} -> {z} (through `{z_source}`)"
+            if abs(k) <= 1e-6:
+                return Diagnosis(Kind.MISSING_BRANCH.value, f"d{c.name} lacks {path}")
+            return scaled(c.name, f"d{c.name}: {path}", k, c.n)
+
+
+# The detectors, in the order they are tried: the first that recognises the mistake names it. Whole-
+# tensor patterns come before branch patterns (a sign flip of every use is "sign", not a missing
+# branch), missing branches before factors on one branch, paths through a consumer last.
+DETECTORS = (nonfinite, all_zero, sign_flipped, transposed, whole_factor, missing_branches, branch_twice,
+             duplicate_index, branch_factor, path_factor)
+
+
 def diagnose_values(name: str, mine: torch.Tensor, ref: torch.Tensor, scale: float, n: int,
                     edges: list[Edge], tol: float = CLOSE) -> Diagnosis:
-    """`tol`: closeness relative to `scale`; CLOSE for float64 re-runs, float32-sized for `cmp`."""
-    """Same shape, wrong values (float64 on both sides): sign, factor, branches, indices, else other."""
-    if not torch.isfinite(mine).all():
-        return Diagnosis("nonfinite", f"d{name} holds inf or nan: a division by zero or log of zero?")
-    if mine.abs().max().item() == 0:
-        return Diagnosis("zero", f"d{name} is all zeros; autograd's is not (was a `+=` or an assignment lost?)")
-    if close(mine, -ref, scale, tol):
-        return Diagnosis("sign", f"d{name} has the wrong sign: check the local derivative's sign "
-                                 "(d(-x) = -1, d(1/x) = -1/x**2, d(a - b)/db = -1)")
-    if mine.dim() == 2 and mine.shape[0] == mine.shape[1] and close(mine, ref.T, scale, tol):
-        return Diagnosis("transpose", f"d{name} is transposed: check the order of the matmul")
-    rr = (ref * ref).sum().item()
-    if rr > 0:
-        c = (mine * ref).sum().item() / rr
-        if abs(c - 1) > 1e-6 and close(mine, c * ref, scale, tol):
-            why = known_factor(c, n)
-            return Diagnosis("scale", f"d{name} is {factor_str(c, n)} times the right value"
-                                      + (f": {why}" if why else ""))
-    if len(edges) >= 2:
-        parts = [e.contribution for e in edges]
-        for k in range(1, len(edges)):
-            for keep in combinations(range(len(edges)), k):
-                if close(mine, sum(parts[i] for i in keep), scale, tol):
-                    missing = [edges[i] for i in range(len(edges)) if i not in keep]
-                    return Diagnosis("missing_branch", f"d{name} lacks " + " and ".join(e.describe() for e in missing)
-                                     + f": {name} is used {len(edges)} times in the forward, so its gradient is "
-                                       "the sum of every use's contribution (add it with +=)")
-    for e in edges:
-        if e.contribution.abs().max().item() > tol * scale and close(mine, ref + e.contribution, scale, tol):
-            return Diagnosis("extra_branch", f"d{name} counts {e.describe()} twice")
-    for e in edges:
-        if e.repeats is not None and e.keeps_one_repeat((mine - (ref - e.contribution)).cpu(), tol * scale):
-            return Diagnosis("duplicate_index", f"d{name}: an indexed assignment such as `d{name}[ix] += ...` keeps "
-                                                "one value per repeated index, and the batch repeats indices. "
-                                                "Accumulate with index_add_, a loop, or a one-hot matmul")
-    for e in edges:
-        # one branch right in form but off by a constant factor (sign included)
-        ee = (e.contribution * e.contribution).sum().item()
-        if ee <= 0 or len(edges) < 2:
-            continue
-        rest = ref - e.contribution
-        c = ((mine - rest) * e.contribution).sum().item() / ee
-        if abs(c - 1) > 1e-6 and close(mine, rest + c * e.contribution, scale, tol):
-            if abs(c + 1) <= 1e-6:
-                return Diagnosis("sign", f"d{name}: {e.describe()} has the wrong sign")
-            why = known_factor(c, n)
-            return Diagnosis("scale", f"d{name}: {e.describe()} is {factor_str(c, n)} times the right value"
-                                      + (f": {why}" if why else ""))
-    for e in edges:
-        # one path X -> Y -> Z missing or off by a constant factor (e.g. 1/n for Bessel's 1/(n-1))
-        for z, z_source, share in e.paths:
-            ss = (share * share).sum().item()
-            if ss <= (tol * scale) ** 2:
-                continue
-            rest = ref - share
-            c = ((mine - rest) * share).sum().item() / ss
-            if abs(c - 1) <= 1e-6 or not close(mine, rest + c * share, scale, tol):
-                continue
-            path = f"the path {name} -> {e.consumer} -> {z} (through `{z_source}`)"
-            if abs(c) <= 1e-6:
-                return Diagnosis("missing_branch", f"d{name} lacks {path}")
-            if abs(c + 1) <= 1e-6:
-                return Diagnosis("sign", f"d{name}: {path} has the wrong sign")
-            why = known_factor(c, n)
-            return Diagnosis("scale", f"d{name}: {path} is {factor_str(c, n)} times the right value"
-                                      + (f": {why}" if why else ""))
+    """Same shape, wrong values (float64 on both sides): the first detector that recognises the
+    mistake names it; else "other". `tol`: closeness relative to `scale` (CLOSE for float64 re-runs)."""
+    case = Case(name, mine, ref, scale, n, edges, tol)
+    for detect in DETECTORS:
+        found = detect(case)
+        if found is not None:
+            return found
     rel = (mine - ref).abs().max().item() / scale
-    return Diagnosis("other", f"d{name} differs from autograd by {rel:.3g} of its scale; not a sign, a constant "
-                              "factor, a transpose or a missing branch. Re-derive the local derivative "
-                              f"(`ninjagrad hint {name}`)")
+    return Diagnosis(Kind.OTHER.value, f"d{name} differs from autograd by {rel:.3g} of its scale; not a sign, a "
+                                       "constant factor, a transpose or a missing branch. Re-derive the local "
+                                       f"derivative (`ninjagrad hint {name}`)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .diagnose import Diagnosis, close, diagnose_values
+from .learner import LocalLearner
 from .names import autograd_taint, gradient_sources
 from .runner import Events, Program, last_assignments
 from .trace import Trace, pullback
@@ -58,8 +59,6 @@ def given_values(prog: Program, t32: Trace, t64: Trace | None, given: list[str])
 def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], given: list[str],
                learner=None) -> Forced:
     """Run the learner's statements with teacher forcing; collect what they hand over."""
-    from .learner import LocalLearner
-
     learner = learner or LocalLearner.of_traces(t32, t64)
     node_of = {prog.dvar(x): x for x in judged}
     last = last_assignments(prog, node_of)
@@ -102,8 +101,6 @@ def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], 
 def run_plain(prog: Program, t32: Trace, judged: list[str], given: list[str], learner=None) -> tuple[dict, int]:
     """The learner's statements without teacher forcing: final values of the judged gradients, and
     how many statements raised."""
-    from .learner import LocalLearner
-
     learner = learner or LocalLearner.of_traces(t32, None)
     try:
         values, failures = learner.plain(prog, [prog.dvar(x) for x in judged], given_values(prog, t32, None, given))
@@ -153,8 +150,6 @@ def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[
     """Run the statements again with random upstream gradients (judged and given ones alike); name
     every gradient whose formula does not give their vector-Jacobian product, and every one written
     from the forward alone whose value follows them anyway."""
-    from .learner import LocalLearner
-
     learner = learner or LocalLearner.of_traces(t32, t64)
     nodes = probed_nodes(prog, t64, judged, given)
     if not nodes:

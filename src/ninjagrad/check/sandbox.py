@@ -36,8 +36,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from . import wire
+from . import runner, wire
+from .learner import LearnerSide
+from .procs import descendants, resident_mb
 from .runner import Events, Failure, Program
+from .submission import Cell, Submission, code_cell
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
@@ -187,10 +190,6 @@ def _learner_main(sock: socket.socket, limits: Limits, hide: list[str], scratch:
 def serve(sock: socket.socket, progress: mmap.mmap, isolated: bool):
     """The learner's side of the conversation: one request, one answer (a forced run exchanges a
     value and its replacement at each judged gradient on the way)."""
-    from . import runner
-    from .learner import LearnerSide
-    from .submission import Cell, Submission, code_cell
-
     def at(u):
         progress.seek(0)
         progress.write(struct.pack("<qq", -1 if u.cell is None else u.cell, u.line))
@@ -260,38 +259,6 @@ def _failure_of(x) -> Failure:
 
 # --- the judge's side -----------------------------------------------------------------------------------
 
-def _descendants(root: int) -> list[int]:
-    """The process `root` and everything it started (orphans of a PID namespace stay under its init)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def _resident_mb(pids: list[int]) -> float:
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / 2**20
-
-
 @dataclass
 class RemoteLearner:
     """The judge's handle on a sandboxed learner's process (the same methods as LocalLearner)."""
@@ -339,7 +306,7 @@ class RemoteLearner:
             if since is not None and self.busy + time.monotonic() - since > self.limits.timeout:
                 self._end("time")
                 return
-            if self.limits.memory_mb > 0 and _resident_mb(_descendants(self.pid)) > self.limits.memory_mb:
+            if self.limits.memory_mb > 0 and resident_mb(descendants(self.pid)) > self.limits.memory_mb:
                 self._end("memory")
                 return
 
@@ -354,7 +321,7 @@ class RemoteLearner:
         self.kill()
 
     def kill(self):
-        for pid in reversed(_descendants(self.pid)):
+        for pid in reversed(descendants(self.pid)):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

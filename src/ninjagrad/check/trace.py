@@ -178,15 +178,13 @@ def _index_reads(tree: ast.expr, name: str) -> list[ast.expr]:
             if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name) and sub.value.id == name]
 
 
-def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], extras: dict,
-                  output: str = "loss") -> Trace:
-    """Run the script with `params` as leaves; keep every intermediate and its reference gradient."""
-    dtype = next(iter(params.values())).dtype
+def run_traced(statements: list[Statement], params: dict[str, torch.Tensor], extras: dict, output: str):
+    """Run the script with `params` as leaves: (namespace, leaves, the named tensors, the output)."""
     ns = dict(extras)
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     ns.update(leaves)
+    tensors = {}
     with torch.enable_grad():
-        tensors = {}
         for st in statements:
             try:
                 exec(st.code, ns)
@@ -198,27 +196,35 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
             if torch.is_tensor(v) and v.requires_grad:
                 v.retain_grad()
                 tensors[st.target] = v
-        where = statements[-1].filename if statements else "forward script"
-        if output not in ns or not torch.is_tensor(ns[output]) or ns[output].numel() != 1:
-            got = ("it never assigns it" if output not in ns else
-                   f"it is a {type(ns[output]).__name__}" if not torch.is_tensor(ns[output]) else
-                   f"it has shape {tuple(ns[output].shape)}; reduce it with .mean() or .sum()")
-            raise UsageError(f"{where}: the forward must end by computing a scalar `{output}` ({got})")
-        loss = ns[output]
-        if not loss.requires_grad:
-            raise UsageError(f"{where}: `{output}` does not depend on any parameter; mark the inputs that get "
-                             "a gradient with param(...)")
-        try:
-            loss.backward()
-        except RuntimeError as e:
-            raise UsageError(f"{where}: autograd cannot differentiate the forward "
-                             f"({(str(e).strip().splitlines() or [''])[0]})") from None
-    grads = {k: t.grad.detach() for k, t in {**leaves, **tensors}.items() if t.grad is not None and k != output}
-    namespace = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in ns.items() if k != "__builtins__"}
+    return ns, leaves, tensors, scalar_output(statements, ns, output)
 
-    # every edge X -> Y: re-evaluate Y's expression with only X as a leaf, pull dY back through it
-    upstream = dict(grads)
-    upstream[output] = torch.ones_like(loss.detach())
+
+def scalar_output(statements: list[Statement], ns: dict, output: str) -> torch.Tensor:
+    where = statements[-1].filename if statements else "forward script"
+    if output not in ns or not torch.is_tensor(ns[output]) or ns[output].numel() != 1:
+        got = ("it never assigns it" if output not in ns else
+               f"it is a {type(ns[output]).__name__}" if not torch.is_tensor(ns[output]) else
+               f"it has shape {tuple(ns[output].shape)}; reduce it with .mean() or .sum()")
+        raise UsageError(f"{where}: the forward must end by computing a scalar `{output}` ({got})")
+    if not ns[output].requires_grad:
+        raise UsageError(f"{where}: `{output}` does not depend on any parameter; mark the inputs that get "
+                         "a gradient with param(...)")
+    return ns[output]
+
+
+def reference_grads(loss: torch.Tensor, leaves: dict, tensors: dict, output: str, where: str) -> dict:
+    """Autograd's gradient of every leaf and named tensor (detached)."""
+    try:
+        with torch.enable_grad():
+            loss.backward()
+    except RuntimeError as e:
+        raise UsageError(f"{where}: autograd cannot differentiate the forward "
+                         f"({(str(e).strip().splitlines() or [''])[0]})") from None
+    return {k: t.grad.detach() for k, t in {**leaves, **tensors}.items() if t.grad is not None and k != output}
+
+
+def edges_of(statements: list[Statement], namespace: dict, grads: dict, upstream: dict) -> dict[str, list[Edge]]:
+    """Every edge X -> Y: Y's expression re-evaluated with only X as a leaf, dY pulled back through it."""
     edges: dict[str, list[Edge]] = {}
     for st in statements:
         dY = upstream.get(st.target)
@@ -237,15 +243,25 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
             if contrib is None:
                 contrib = torch.zeros_like(namespace[x])
             edge = Edge(st.target, st.lineno, st.source, contrib.detach())
-            for sl in _index_reads(st.tree, x):
-                idx = eval(compile(ast.Expression(sl), "<index>", "eval"), local)
-                if torch.is_tensor(idx) and not idx.is_floating_point() and idx.numel() > idx.unique().numel():
-                    rows = idx.reshape(-1).to(torch.int64) % namespace[x].shape[0]  # negative indices too
-                    edge.repeats = (rows.cpu(), dY.detach().reshape(rows.shape[0], *namespace[x].shape[1:]).cpu())
+            edge.repeats = repeated_rows(st, x, local, namespace, dY)
             edges.setdefault(x, []).append(edge)
+    return edges
 
-    # one level finer: the edge X -> Y split by Y's own consumers Z (X -> Y -> Z), so that a mistake
-    # confined to one path (Bessel's n-1 in the variance path of a fused batchnorm) can be named
+
+def repeated_rows(st: Statement, x: str, local: dict, namespace: dict, dY: torch.Tensor):
+    """For an index read X[idx] that repeats indices: (idx flattened, dY's matching rows)."""
+    out = None
+    for sl in _index_reads(st.tree, x):
+        idx = eval(compile(ast.Expression(sl), "<index>", "eval"), local)
+        if torch.is_tensor(idx) and not idx.is_floating_point() and idx.numel() > idx.unique().numel():
+            rows = idx.reshape(-1).to(torch.int64) % namespace[x].shape[0]  # negative indices too
+            out = (rows.cpu(), dY.detach().reshape(rows.shape[0], *namespace[x].shape[1:]).cpu())
+    return out
+
+
+def split_by_path(statements: list[Statement], namespace: dict, edges: dict[str, list[Edge]]):
+    """One level finer: the edge X -> Y split by Y's own consumers Z (X -> Y -> Z), so that a mistake
+    confined to one path (Bessel's n-1 in the variance path of a fused batchnorm) can be named."""
     by_target = {st.target: st for st in statements}
     for x, xs in edges.items():
         for edge in xs:
@@ -264,7 +280,9 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
                     if share is not None:
                         edge.paths.append((z.consumer, z.source, share.detach()))
 
-    # backward order: walk the statements from the last; a node becomes due at its first consumer
+
+def backward_order(statements: list[Statement], grads: dict) -> list[str]:
+    """The nodes in backward order: walking the statements from the last, a node is due at its first consumer."""
     first_consumer = {}
     for i, st in enumerate(statements):
         for x in st.reads:
@@ -274,14 +292,35 @@ def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], 
         for x in statements[i].reads:
             if x in grads and first_consumer[x] == i and x not in nodes:
                 nodes.append(x)
+    return nodes
 
-    scale = {}
+
+def scales(nodes: list[str], grads: dict, edges: dict, upstream: dict) -> dict[str, float]:
+    """Per node: the size of its gradient and of the gradients flowing into it (what "close" is relative to)."""
+    out = {}
     for x in nodes:
         s = grads[x].abs().max().item()
         for e in edges.get(x, []):
             s = max(s, upstream[e.consumer].abs().max().item())
-        scale[x] = s if s > 0 else 1.0
-    return Trace(dtype, statements, namespace, grads, nodes, edges, scale, output, loss.item(), tuple(params))
+        out[x] = s if s > 0 else 1.0
+    return out
+
+
+def trace_forward(statements: list[Statement], params: dict[str, torch.Tensor], extras: dict,
+                  output: str = "loss") -> Trace:
+    """Run the script with `params` as leaves; keep every intermediate, its reference gradient, and what
+    each consumer contributes to it."""
+    dtype = next(iter(params.values())).dtype
+    ns, leaves, tensors, loss = run_traced(statements, params, extras, output)
+    where = statements[-1].filename if statements else "forward script"
+    grads = reference_grads(loss, leaves, tensors, output, where)
+    namespace = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in ns.items() if k != "__builtins__"}
+    upstream = {**grads, output: torch.ones_like(loss.detach())}
+    edges = edges_of(statements, namespace, grads, upstream)
+    split_by_path(statements, namespace, edges)
+    nodes = backward_order(statements, grads)
+    return Trace(dtype, statements, namespace, grads, nodes, edges, scales(nodes, grads, edges, upstream), output,
+                 loss.item(), tuple(params))
 
 
 def pullback(trace: Trace, x: str, upstream: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[Edge]]:

@@ -18,6 +18,10 @@ import threading
 import time
 
 from ..errors import UsageError
+from .procs import descendants
+
+# The parent (`ninjagrad check`) imports this module to start judges and must not import torch; the
+# judge's own modules are imported inside judge_file and main, in the judge's process.
 
 STARTUP_ALLOWANCE = 180.0  # seconds for importing torch and tracing the forward, on a busy machine
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "OMP_NUM_THREADS",
@@ -50,9 +54,7 @@ def _read_capped(fd: int, limit: int, into: list):
 
 def kill_tree(pid: int):
     """The judge's process group and every process under it."""
-    from .sandbox import _descendants
-
-    for p in reversed(_descendants(pid)):
+    for p in reversed(descendants(pid)):
         try:
             os.kill(p, signal.SIGKILL)
         except OSError:
