@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .diagnose import Diagnosis, broadcast_shape, diagnose_shape, diagnose_values
-from .verdicts import ROUNDING_RTOL, Result, ulps
+from .diagnose import broadcast_shape
+from .verdicts import ROUNDING_RTOL, Result, judge
 
 # float32 tolerance for cmp, which cannot re-run anything in float64: ~100 float32 ulps of the scale
 CMP_RTOL = {torch.float64: ROUNDING_RTOL, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-1}
@@ -31,17 +31,7 @@ def cmp(name: str, dt: torch.Tensor, t: torch.Tensor, n: int | None = None) -> R
     print(f"{name:15s} | exact: {str(ex):5s} | approximate: {str(app):5s} | maxdiff: {maxdiff}", end="")
     scale = max(ref.abs().max().item(), 1e-30)
     nb = n if n is not None else (ref.shape[0] if ref.dim() > 0 and ref.shape[0] > 1 else 2)
-    if dt.shape != ref.shape:
-        tol = 10 * CMP_RTOL.get(ref.dtype, 1e-5)
-        r = Result(name, tuple(ref.shape), "shape",
-                   diagnosis=diagnose_shape(name, dt.double(), ref.double(), scale, tol))
-    elif torch.equal(dt, ref):
-        r = Result(name, tuple(ref.shape), "exact", 0.0, 0)
-    elif maxdiff <= CMP_RTOL.get(ref.dtype, 1e-5) * scale:
-        r = Result(name, tuple(ref.shape), "rounding", maxdiff, ulps(dt, ref) if dt.dtype == ref.dtype else None)
-    else:
-        d = diagnose_values(name, dt.double(), ref.double(), scale, nb, [], 10 * CMP_RTOL.get(ref.dtype, 1e-5))
-        r = Result(name, tuple(ref.shape), "wrong", maxdiff, None, d)
+    r = judge(name, dt, None, ref, ref.double(), scale, nb, [], rtol32=CMP_RTOL.get(ref.dtype, 1e-5), only32=None)
     extra = f" ({r.diagnosis.kind}: {r.diagnosis.message})" if r.diagnosis else ""
     print(f" | verdict: {r.verdict}{extra}")
     return r
@@ -99,26 +89,10 @@ def check_backward(forward_fn, backward_fn, *inputs, seed: int = 0, verbose: boo
         m = mine[i] if i < len(mine) else None
         m64 = mine64[i] if i < len(mine64) else None
         scale = max(refs64[i].abs().max().item(), floor, 1e-30)
-        shape = tuple(ref.shape)
-        if m is None:
-            r = Result(name, shape, "missing")
-        elif not torch.is_tensor(m):
-            r = Result(name, shape, "wrong", diagnosis=Diagnosis("other", f"{name}: got a {type(m).__name__}"))
-        elif m.shape != ref.shape:
-            r = Result(name, shape, "shape", diagnosis=diagnose_shape(name, m64.double(), refs64[i], scale))
-        elif torch.equal(m, ref):
-            r = Result(name, shape, "exact", 0.0, 0)
-        else:
-            maxdiff = (m.double() - ref.double()).abs().max().item()
-            rel = (m64.double() - refs64[i]).abs().max().item() / scale
-            if rel <= ROUNDING_RTOL:
-                r = Result(name, shape, "rounding", maxdiff, ulps(m, ref) if m.dtype == ref.dtype else None)
-            else:
-                n = ref.shape[0] if ref.dim() > 0 and ref.shape[0] > 1 else 2
-                r = Result(name, shape, "wrong", maxdiff, None, diagnose_values(name, m64.double(), refs64[i], scale,
-                                                                               n, []))
+        n = ref.shape[0] if ref.dim() > 0 and ref.shape[0] > 1 else 2
+        r = judge(name, m, m64, ref, refs64[i], scale, n, [], forced=False, rtol32=CMP_RTOL.get(ref.dtype, 1e-5))
         results.append(r)
         if verbose:
             extra = f" ({r.diagnosis.kind}: {r.diagnosis.message})" if r.diagnosis else ""
-            print(f"{name:10s} {str(shape):14s} {r.verdict:9s} maxdiff {r.maxdiff}{extra}")
+            print(f"{name:10s} {str(tuple(ref.shape)):14s} {r.verdict:9s} maxdiff {r.maxdiff}{extra}")
     return results
