@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import util as importlib_util
 from pathlib import Path
 
@@ -34,31 +35,37 @@ def babynames_path() -> Path:
     return Path(spec.origin).parent / "data" / "babynames.parquet"
 
 
-def babynames_years() -> tuple[int, int]:
-    """First and last year in the shipped table."""
-    import pyarrow.compute as pc
+@lru_cache(maxsize=1)
+def babynames_table():
+    """The shipped table's year column (numpy, sorted) and name column (arrow), read once."""
     import pyarrow.parquet as pq
 
-    years = pq.read_table(babynames_path(), columns=["year"])["year"]
-    mm = pc.min_max(years).as_py()
-    return int(mm["min"]), int(mm["max"])
+    table = pq.read_table(babynames_path(), columns=["year", "name"])
+    return table.column("year").to_numpy(), table.column("name")
+
+
+def babynames_years() -> tuple[int, int]:
+    """First and last year in the shipped table."""
+    years, _ = babynames_table()
+    return int(years[0]), int(years[-1])
 
 
 def load_babynames(year: int | None = None) -> list[str]:
     """One year of SSA names, lowercased, in the package's order (girls' names by count, then boys').
 
     A name given to both girls and boys appears twice in the table; it is kept once, at its first
-    place, so that the corpus is a list of distinct names like the lecture's names.txt.
+    place, so that the corpus is a list of distinct names like the lecture's names.txt. The table is
+    sorted by year, so a year is one slice of it.
     """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import numpy as np
 
     first, last = babynames_years()
     year = last if year is None else year
     if not first <= year <= last:
         raise UsageError(f"--year {year}: the babynames table covers {first} to {last}")
-    table = pq.read_table(babynames_path(), columns=["year", "name"])
-    names = table.filter(pc.equal(table["year"], float(year)))["name"].to_pylist()
+    years, name = babynames_table()
+    lo, hi = np.searchsorted(years, year, "left"), np.searchsorted(years, year, "right")
+    names = name.slice(lo, hi - lo).to_pylist()
     return list(dict.fromkeys(name.lower() for name in names))
 
 
