@@ -205,6 +205,7 @@ def engine_table(steps: int, repeats: int, B: int = 32, H: int = 200, threads: i
     """Every engine at the lecture's shapes (with `peers`, torch.compile and JAX beside them; the CUDA
     graph engine where a GPU is present); with `busy`, timed a second time beside a busy neighbour."""
     from .engines.fast import kernel_missing
+    from .peers import jax_available
 
     missing = kernel_missing()
     engines, N = make_engines(["autograd", "manual"] + (["fast"] if missing is None else []), B=B, H=H, peers=peers)
@@ -221,9 +222,12 @@ def engine_table(steps: int, repeats: int, B: int = 32, H: int = 200, threads: i
         cuda_engines, N = make_engines(["fast"], B=B, H=H, device="cuda")
         t = time_engines(cuda_engines, N, B, steps, repeats, device="cuda")["fast"]
         rows["fast (cuda)"] = engine_rows({"autograd": quiet["autograd"], "fast (cuda)": t})["fast (cuda)"]
-    out = {"rows": [{"engine": name, **r} for name, r in rows.items()], "torch_threads": n, "threads_why": why}
+    out = {"rows": [{"engine": name, **r} for name, r in rows.items()], "torch_threads": n, "threads_why": why,
+           "missing": {}}
     if missing is not None:
-        out["missing"] = {"fast": missing}
+        out["missing"]["fast"] = missing
+    if peers and not jax_available():
+        out["missing"]["jax"] = "JAX is not installed; `pip install jax` adds its two rows (it is optional)"
     return out
 
 
@@ -399,7 +403,7 @@ def tables(result: dict) -> list:
         t.add_row(*cells)
     out.append(t)
     for name, why in result.get("missing", {}).items():
-        out.append(f"no {name} row: {why}")
+        out.append(f"no {name} rows: {why}")
     if "dC" in result:
         t = Table(title="dC = sum of demb over positions where X == v (checked against autograd)")
         for col in ("shape", "method", "µs/call", "max |err|", "correct"):
