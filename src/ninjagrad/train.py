@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data import Splits, Vocab, load_corpus, make_splits
+from .data import Splits, load_corpus, make_splits
 from .distributed import DataParallel
 from .engines import ENGINES, autograd_loss_and_grads, make_engine
 from .engines.data_parallel import DataParallelEngine
