@@ -194,7 +194,8 @@ def test_no_files_written_changed_or_deleted(batch):
     assert (d / "good.py").read_text() == get_exercise(2).read("solution.py")
     import ninjagrad.check.core as core
     assert "# pwned" not in Path(core.__file__).read_text()
-    assert not Path("/dev/shm/ninjagrad-hog").exists() and not Path("/tmp/ninjagrad-hog").exists()
+    if isolated():  # /tmp is read-only to a learner, /dev/shm its own
+        assert not Path("/dev/shm/ninjagrad-hog").exists() and not Path("/tmp/ninjagrad-hog").exists()
 
 
 def test_killing_the_parent_or_everything_stops_only_itself(batch):

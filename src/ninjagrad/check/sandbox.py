@@ -7,9 +7,10 @@ before it computes any reference gradient, so the fork's memory holds none. The 
   its inherited file descriptors closed but for its socket to the judge; stdin and stdout go
   nowhere, stderr to a capped file in its scratch folder;
 - runs in new user, network, mount and PID namespaces when the kernel allows them: no network,
-  the file system read-only but for tmpfs scratch, /tmp and /dev/shm, the batch's submission
-  files and the package's solutions hidden (an empty file mounted over each), a /proc that shows
-  only its own processes, and every process it starts ends with it;
+  the file system read-only but for its tmpfs scratch folder (its working directory and TMPDIR)
+  and /dev/shm, the batch's submission files and the package's solutions hidden (an empty file
+  mounted over each), a /proc that shows only its own processes, and every process it starts ends
+  with it;
 - has limits the kernel enforces (address space per process, CPU seconds, file size, no core
   dumps), and limits the judge enforces from outside: wall time while it works, and memory summed
   over it and all its children, checked every 50 ms, killed past either;
@@ -115,14 +116,10 @@ def enter_namespaces(scratch: str, hide: list[str]) -> bool:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             mounts.append(line.split()[4].replace("\\040", " "))
-    writable = ["/tmp", "/dev/shm", "/var/tmp"]
-    for target in writable:  # tmpfs: private, freed when the namespace ends
+    writable = [scratch, "/dev/shm"]  # tmpfs: private, freed when the namespace ends; /tmp stays readable
+    for target in writable:
         if os.path.isdir(target):
             _mount("tmpfs", target, "tmpfs", 0)
-    if os.path.isdir(scratch):  # a scratch folder outside those: a tmpfs of its own
-        _mount("tmpfs", scratch, "tmpfs", 0)
-        writable.append(scratch)
-    os.makedirs(scratch, exist_ok=True)
     for target in sorted(set(mounts), key=len):  # every other mount read-only
         if any(target == w or target.startswith(w + "/") for w in writable) or \
                 target.startswith(("/proc", "/sys", "/dev")):
