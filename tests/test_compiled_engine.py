@@ -41,20 +41,23 @@ def test_tanh_float32_is_tanh_to_a_few_ulps():
     assert math.isnan(got[6])
 
 
-def test_rewrites_replace_pow_and_float32_tanh_with_the_same_values():
-    def f(x, v, y):
-        return torch.tanh(x) * (v + 1e-5) ** -0.5, torch.tanh(y)  # y float64: its tanh is left alone
+def test_rewrites_keep_the_values():
+    def f(x, v, y, a, b):
+        # y is float64: its tanh is left alone
+        return torch.tanh(x) * (v + 1e-5) ** -0.5, torch.tanh(y), a @ b, a @ torch.ones(a.shape[0], 16, 64)
 
     g = torch.Generator().manual_seed(0)
-    args = (torch.randn(64, 16, generator=g) * 3, torch.rand(1, 16, generator=g), torch.randn(8, dtype=torch.float64))
+    args = (torch.randn(64, 16, generator=g) * 3, torch.rand(1, 16, generator=g), torch.randn(8, dtype=torch.float64),
+            torch.randn(12, 8, 16, generator=g), torch.randn(12, 16, 8, generator=g))
     graph = make_fx(f, tracing_mode="fake")(*args)
     Rewrites()(graph.graph)
     graph.recompile()
     targets = [n.target for n in graph.graph.nodes]
     assert torch.ops.aten.pow.Tensor_Scalar not in targets and torch.ops.aten.rsqrt.default in targets
     assert targets.count(torch.ops.aten.tanh.default) == 1  # the float64 one
+    assert targets.count(torch.ops.aten.bmm.default) == 1  # (12, 8, 16) @ (12, 16, 64): 64 columns are not small
     out, ref = graph(*args), f(*args)
-    assert rel_err(out[0], ref[0]) < 1e-6 and torch.equal(out[1], ref[1])
+    assert rel_err(out[0], ref[0]) < 1e-6 and torch.equal(out[1], ref[1]) and rel_err(out[2], ref[2]) < 1e-6
 
 
 # --- the engine, step for step ---------------------------------------------------------------------

@@ -40,8 +40,11 @@ def compile_graph(fn, example_inputs: list[torch.Tensor]):
     """`fn(*tensors)` traced on fake tensors into one graph (nothing runs), compiled by inductor.
 
     cpp_wrapper: the code that calls the kernels is C++ too, not Python (a few µs a kernel);
-    Rewrites: rsqrt and the float32 tanh (inductor_passes.py). The imports are here, not at the top:
-    inductor takes ~2 s to import, which only this engine's runs should pay."""
+    realize_reads_threshold 0: a value computed once and read by several loops is stored, not
+    computed again in each (batchnorm's per-channel 1/std, two divisions and a square root, was
+    recomputed for every element: a quarter of the WaveNet's non-matmul time); Rewrites: rsqrt, the
+    float32 tanh and small batched matmuls as loops (inductor_passes.py). The imports are here, not at
+    the top: inductor takes ~2 s to import, which only this engine's runs should pay."""
     try:
         from torch._inductor.compile_fx import compile_fx
         from torch.fx.experimental.proxy_tensor import make_fx
@@ -51,10 +54,10 @@ def compile_graph(fn, example_inputs: list[torch.Tensor]):
         raise UsageError(f"--engine compiled: needs torch 2.6 or later, with inductor ({e}); this is torch "
                          f"{torch.__version__}. Use --engine manual") from None
 
+    options = {"cpp_wrapper": True, "realize_reads_threshold": 0, "post_grad_custom_post_pass": Rewrites()}
     with torch.no_grad():
         graph = make_fx(fn, tracing_mode="fake")(*example_inputs)
-        return compile_fx(graph, example_inputs,
-                          config_patches={"post_grad_custom_post_pass": Rewrites(), "cpp_wrapper": True})
+        return compile_fx(graph, example_inputs, config_patches=options)
 
 
 # --- the updates, as the graph runs them ---------------------------------------------------------
