@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ninjagrad.check.commands import hint_levels, static_nodes
+from ninjagrad.check.commands import hint_levels
+from ninjagrad.check.program import static_nodes
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ninjagrad import ops
-from ninjagrad.check.commands import hint_levels, static_nodes
+from ninjagrad.check.commands import hint_levels
+from ninjagrad.check.program import static_nodes
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
 from ninjagrad.check.judge import run_forced

@@ -43,8 +43,6 @@ def test_help_version_errors_hints_and_templates_import_no_torch():
     assert needs_torch
 
 
-@pytest.mark.xfail(strict=True, reason="static_nodes reads the exercise through check/runner.py and check/trace.py, "
-                                       "which import torch at module level")
 def test_exercise_list_imports_no_torch():
     assert torch_imported(["exercise", "--list"]) == {"exercise --list": False}
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from .program import static_nodes
 
 ALIASES = {"cross_entropy": (2, "logits"), "cross-entropy": (2, "logits"), "softmax": (2, "logits"),
            "batchnorm": (3, "hprebn"), "bn": (3, "hprebn"), "layernorm": (6, "x"), "ln": (6, "x"),
@@ -34,23 +35,6 @@ def add_exercise(sub):
     p.add_argument("--list", action="store_true", help="list the exercises")
     p.add_argument("--json", action="store_true", help="with --list: as JSON")
     p.set_defaults(func=cmd_exercise)
-
-
-def static_nodes(ex) -> list[str]:
-    """The gradients an exercise judges, from its forward script, in the order its solution finishes them."""
-    from .runner import parse_learner
-    from .trace import parse_forward
-
-    if ex.judge:
-        return list(ex.judge)
-    statements = parse_forward(ex.read("forward.py"), ex.path("forward.py"))
-    names = {st.target for st in statements} | {x for st in statements for x in st.reads}
-    sol = parse_learner(ex.path("solution.py"), ex.read("solution.py"))
-    last = {}
-    for i, u in enumerate(sol.units):
-        for v in u.writes:
-            last[v] = i
-    return sorted((x for x in names if "d" + x in last), key=lambda x: last["d" + x])
 
 
 def cmd_exercise(args) -> int:

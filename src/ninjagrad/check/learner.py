@@ -17,7 +17,7 @@ import torch
 
 from .batch import as_float64
 from .layout import notebook_layout
-from .own_forward import first_failure, first_value, install_stubs, run_setup_units, slice_spec, words_from
+from .own_forward import first_failure, first_value, run_setup_units, slice_spec, stand_ins, words_from
 from .runner import Events, Program, define_function, execute, execute_plain, invoke, silent_cmp
 from .submission import Submission
 
@@ -63,10 +63,9 @@ class LearnerSide:
 
     def setup(self, words: str) -> dict:
         """Run the notebook's setup; the forward it ends with, as the judge needs it to trace."""
-        install_stubs()
         self.words = words
         ns = {"__name__": "__main__"}
-        with words_from(words):
+        with words_from(words), stand_ins():
             run = run_setup_units(self.layout.setup, ns)
         self.setup_ns = ns
         self.spaces[MAIN] = (ns, None)
@@ -79,7 +78,7 @@ class LearnerSide:
         """Exercise 4: one pass of the loop's body up to `loss`, in a copy of the setup's namespace."""
         loop = self.layout.found[k].loop
         ns = dict(self.setup_ns)
-        with words_from(self.words):
+        with words_from(self.words), stand_ins():
             run = run_setup_units(loop.before, ns)
             if loop.target is not None:
                 first_value(loop.target, loop.iterable, ns)

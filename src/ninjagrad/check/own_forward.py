@@ -73,15 +73,24 @@ class StubModule(types.ModuleType):
         return NOOP
 
 
-def install_stubs():
-    """Plotting and notebook-only modules as stand-ins; tqdm as the plain iteration it wraps."""
-    for name in STUBBED:
-        sys.modules[name] = StubModule(name)
+@contextlib.contextmanager
+def stand_ins():
+    """While a notebook's setup runs: plotting and notebook-only modules as stand-ins, tqdm as the plain
+    iteration it wraps. The modules this process had before are put back afterwards."""
     tq = types.ModuleType("tqdm")
     tq.tqdm = lambda it=None, *a, **k: it if it is not None else NOOP
     tq.trange = lambda *a, **k: range(*a)
-    for name in ("tqdm", "tqdm.auto", "tqdm.notebook"):
-        sys.modules[name] = tq
+    replaced = {name: StubModule(name) for name in STUBBED} | {n: tq for n in ("tqdm", "tqdm.auto", "tqdm.notebook")}
+    before = {name: sys.modules.get(name) for name in replaced}
+    sys.modules.update(replaced)
+    try:
+        yield
+    finally:
+        for name, module in before.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 @contextlib.contextmanager

@@ -24,48 +24,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UsageError
-from .names import autograd_taint, compare_calls, is_comparison, learned_dvars
+from .program import Program, parse_learner  # noqa: F401 -- parse_learner: the learner's file as one program
 from .statements import Unit, describe_exc, split_units
-
-
-# --- the learner's statements -----------------------------------------------------------------------
-
-@dataclass
-class Program:
-    """The learner's statements for one exercise, in the order they run."""
-    path: str
-    units: list[Unit]
-    dvars: dict[str, str] = field(default_factory=dict)  # node -> the learner's name for its gradient
-    helpers: set[str] = field(default_factory=lambda: {"cmp"})  # compare helpers (their calls are not run)
-    ref: tuple = ("all",)  # which units, for a learner's side that read the same submission: ("all",) or
-    #                         ("found", k): exercise k of its notebook layout
-
-    def __post_init__(self):
-        self.helpers = self.helpers | {c.helper for c in compare_calls(self.units)}
-        self.skip = {i for i, u in enumerate(self.units) if is_comparison(u, self.helpers)}
-
-    def learn(self, nodes: set[str]):
-        """Take the learner's names for the gradients of `nodes` from their compare calls."""
-        self.dvars = {**learned_dvars(compare_calls(self.units), nodes), **self.dvars}
-
-    def dvar(self, node: str) -> str:
-        return self.dvars.get(node, "d" + node)
-
-    def runnable(self):
-        return ((i, u) for i, u in enumerate(self.units) if i not in self.skip)
-
-    def written(self) -> dict[str, Unit]:
-        """Every name the program assigns -> the unit of its last assignment."""
-        last = {}
-        for _, u in self.runnable():
-            for w in u.writes:
-                last[w] = u
-        return last
-
-
-def parse_learner(path: str, source: str) -> Program:
-    """A plain .py file as one program."""
-    return Program(path, split_units(source, path))
 
 
 def error_where(exc: BaseException, units: list[Unit], default: Unit) -> tuple[int | None, int]:

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UsageError
-from .statements import describe_exc, error_line, writes_of
+from .statements import MARKS, describe_exc, error_line, setup_end, writes_of
 
-MARKS = ("param", "data")
 
 
 @dataclass
@@ -37,24 +36,19 @@ class SetupSection:
     end: int  # index of the first forward statement in the module's body
 
 
-def _marks(node: ast.stmt) -> bool:
-    return any(isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in MARKS
-               for sub in ast.walk(node))
-
-
 def split_setup(tree: ast.Module, filename: str) -> SetupSection | None:
     """The setup section of a parsed script, or None when it has none (a built-in exercise's model
     provides the inputs)."""
-    last = max((i for i, node in enumerate(tree.body) if _marks(node)), default=-1)
-    if last < 0:
+    end = setup_end(tree)
+    if end == 0:
         return None
-    body = tree.body[: last + 1]
+    body = tree.body[:end]
     linenos = {}
     for node in body:
         for name in writes_of(node):
             linenos[name] = node.lineno
     code = compile(ast.Module(body, type_ignores=[]), filename, "exec")
-    return SetupSection(filename, code, linenos, last + 1)
+    return SetupSection(filename, code, linenos, end)
 
 
 def run_setup(section: SetupSection, namespace: dict, seed: int, device: str = "cpu"):

@@ -135,6 +135,18 @@ def split_units(source: str, filename: str, cell: int | None = None) -> list[Uni
     return [unit_of(node, source, filename, cell) for node in _opened(tree.body)]
 
 
+MARKS = ("param", "data")  # a forward script's setup section marks its inputs with these
+
+
+def setup_end(tree: ast.Module) -> int:
+    """The index of a forward script's first forward statement: after the last statement that calls
+    param(...) or data(...) (0: no setup section)."""
+    def marks(node):
+        return any(isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in MARKS
+                   for sub in ast.walk(node))
+    return max((i + 1 for i, node in enumerate(tree.body) if marks(node)), default=0)
+
+
 def is_main_guard(node: ast.stmt) -> bool:
     """`if __name__ == "__main__":`: a script's body, run whenever the script runs."""
     t = node.test if isinstance(node, ast.If) else None
