@@ -52,8 +52,13 @@ class Order(Exception):
 
 
 def given_values(prog: Program, t32: Trace, t64: Trace | None, given: list[str]) -> dict:
-    """dvar -> (float32, float64) autograd gradients of the nodes whose gradient is given."""
-    return {prog.dvar(x): (t32.grads[x], t64.grads[x] if t64 is not None else None) for x in given}
+    """dvar -> (float32, float64) autograd gradients of the nodes whose gradient is given, under the
+    learner's name for it and under d<name>."""
+    out = {}
+    for x in given:
+        pair = (t32.grads[x], t64.grads[x] if t64 is not None else None)
+        out["d" + x] = out[prog.dvar(x)] = pair
+    return out
 
 
 def run_forced(prog: Program, t32: Trace, t64: Trace | None, judged: list[str], given: list[str],
@@ -173,8 +178,11 @@ def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[
             sent[x] = r
             return r.float(), r, t64.scale.get(x, 1.0)
 
+        given_random = {}
+        for x, r in sent.items():
+            given_random["d" + x] = given_random[prog.dvar(x)] = (r.float(), r)
         try:
-            learner.forced(prog, list(node_of), {prog.dvar(x): (r.float(), r) for x, r in sent.items()}, exchange)
+            learner.forced(prog, list(node_of), given_random, exchange)
         except (Order, Gone):
             break
         for x, how in nodes.items():
@@ -185,7 +193,9 @@ def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[
             if len(upstream) < len(t64.edges[x]):
                 continue
             if how == "forward":
-                before = forced.values64.get(x) if forced is not None else None
+                if forced is None or forced.errors or forced.problems or forced.earlier:
+                    continue  # a line that raised changes what a value comes from: not read statically then
+                before = forced.values64.get(x)
                 if not torch.is_tensor(before) or before.shape != mine.shape or torch.equal(before.double(), mine):
                     continue
                 found[x] = Probe(x, Diagnosis("other", f"d{x} reads no upstream gradient, yet its value changed "

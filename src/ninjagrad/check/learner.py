@@ -63,7 +63,6 @@ class LearnerSide:
 
     def setup(self, words: str) -> dict:
         """Run the notebook's setup; the forward it ends with, as the judge needs it to trace."""
-        self.words = words
         ns = {"__name__": "__main__"}
         with words_from(words), stand_ins():
             run = run_setup_units(self.layout.setup, ns)
@@ -74,11 +73,11 @@ class LearnerSide:
         except ValueError as e:
             return {"error": f"{e}{first_failure(run, self.layout.setup)}"}
 
-    def loop_setup(self, k: int) -> dict:
+    def loop_setup(self, k: int, words: str) -> dict:
         """Exercise 4: one pass of the loop's body up to `loss`, in a copy of the setup's namespace."""
         loop = self.layout.found[k].loop
         ns = dict(self.setup_ns)
-        with words_from(self.words), stand_ins():
+        with words_from(words), stand_ins():
             run = run_setup_units(loop.before, ns)
             if loop.target is not None:
                 first_value(loop.target, loop.iterable, ns)
@@ -137,8 +136,8 @@ class LocalLearner:
     def setup(self, words: str) -> dict:
         return self.side.setup(words)
 
-    def loop_setup(self, k: int) -> dict:
-        return self.side.loop_setup(k)
+    def loop_setup(self, k: int, words: str) -> dict:
+        return self.side.loop_setup(k, words)
 
     def set_space(self, space: str, ns32: dict, ns64: dict | None):
         self.side.set_space(space, ns32, ns64)

@@ -22,6 +22,8 @@ from .core import Context, check_program, prepare_exercise, solution_values, sum
 from .exercises import get_exercise
 from .layout import Found, notebook_layout
 from .learner import MAIN, LocalLearner
+from .names import compare_calls, learned_dvars
+from .wire import Gone
 from .own_forward import Forward, forward_of_spec, trace_own
 from .runner import Program
 from .submission import Submission
@@ -114,11 +116,11 @@ def own_forward(learner, space: str, spec: dict) -> tuple[Forward, Trace, Trace]
     return fw, t32, t64
 
 
-def loop_context(f: Found, k: int, learner, source: str) -> tuple[Context, Program]:
+def loop_context(f: Found, k: int, learner, words: Words) -> tuple[Context, Program]:
     """Exercise 4: one pass of the loop's body, traced, judged on its parameters (and every
     intermediate gradient it names)."""
     loop = f.loop
-    fw, t32, t64 = own_forward(learner, f"loop{k}", learner.loop_setup(k))
+    fw, t32, t64 = own_forward(learner, f"loop{k}", learner.loop_setup(k, words.path))
     order = [p for p in loop.params if p in fw.params] + [p for p in fw.params if p not in loop.params]
     dvars = {p: g for p, g in zip(loop.params, loop.grads)} if len(loop.params) == len(loop.grads) else {}
     prog = Program(layout_path(f), f.units, dvars, ref=("found", k))
@@ -127,7 +129,7 @@ def loop_context(f: Found, k: int, learner, source: str) -> tuple[Context, Progr
     inner = [x for x in t32.nodes if x not in fw.params and prog.dvar(x) in written]
     judged = order + inner
     ex = dataclasses.replace(get_exercise(4), kind="statements", judge=judged, given=[])
-    setup = Setup(fw.params, fw.extras, source, batch_size(t32.namespace, t32))
+    setup = Setup(fw.params, fw.extras, words.source, batch_size(t32.namespace, t32))
     ctx = Context(ex, setup, t32, t64, judged, {}, None, "cpu", [], f"the training loop's ({loop.unit.where})")
     return ctx, prog
 
@@ -161,35 +163,52 @@ def check_notebook(sub: Submission, data: str | None = None, strict_shapes: bool
         words = words_for(sub.path, data, scratch)
         learner.read(sub)
         own, why = None, None
+        names = notebook_names(layout, own_names(layout))
         if layout.loss is not None:
             try:
                 own = own_forward(learner, MAIN, learner.setup(words.path))
             except UsageError as e:
                 why = str(e)
+            except Gone:
+                why = "the learner's process ended while running the notebook's setup"
         for k, f in enumerate(layout.found):
             if not f.attempted:
                 reports.append(not_attempted(sub.path, f))
                 continue
             try:
-                reports.append(check_found(sub, k, f, learner, own, why, words, strict_shapes, detail))
+                reports.append(check_found(sub, k, f, learner, own, why, words, strict_shapes, detail, names))
             except UsageError as e:
                 reports.append(failed(sub.path, f, str(e)))
+            except Gone:
+                reports.append(failed(sub.path, f, "the learner's process ended while running the notebook's code"))
     return reports
 
 
+def own_names(layout) -> set[str]:
+    """The names a notebook's setup assigns: its forward's tensors among them."""
+    return set().union(*(u.writes for u in layout.setup)) if layout.setup else set()
+
+
+def notebook_names(layout, nodes: set[str]) -> dict[str, str]:
+    """node -> the learner's name for its gradient, from their compare calls anywhere in the notebook
+    (exercise 3 may read the dL_dhpreact their exercise 1 named)."""
+    return learned_dvars(compare_calls([u for f in layout.found for u in f.units]), nodes)
+
+
 def check_found(sub: Submission, k: int, f: Found, learner, own, why: str | None, words: Words,
-                strict_shapes: bool, detail: bool) -> dict:
+                strict_shapes: bool, detail: bool, names: dict) -> dict:
     if f.exercise == 4:
-        ctx, prog = loop_context(f, k, learner, words.source)
+        ctx, prog = loop_context(f, k, learner, words)
         rep = check_program(prog, ctx, strict_shapes, detail, learner.at(f"loop{k}"))
     elif own is not None:
         ctx = statements_context(f, *own, words.source)
-        rep = check_program(Program(sub.path, f.units, ref=("found", k)), ctx, strict_shapes, detail, learner.at(MAIN))
+        rep = check_program(Program(sub.path, f.units, dict(names), ref=("found", k)), ctx, strict_shapes, detail,
+                            learner.at(MAIN))
     else:
         ctx = prepare_exercise(f.exercise, None, "cpu", words.path)
         ctx = dataclasses.replace(ctx, forward=f"the lecture's, standing in for the notebook's own: {why}")
         learner.set_space(LECTURE, ctx.t32.namespace, ctx.t64.namespace)
-        rep = check_program(Program(sub.path, f.units, ref=("found", k)), ctx, strict_shapes, detail,
+        rep = check_program(Program(sub.path, f.units, dict(names), ref=("found", k)), ctx, strict_shapes, detail,
                             learner.at(LECTURE))
     rep["attempted"] = True
     rep["exercise"] = f.exercise

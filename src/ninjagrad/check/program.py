@@ -29,7 +29,7 @@ class Program:
 
     def learn(self, nodes: set[str]):
         """Take the learner's names for the gradients of `nodes` from their compare calls."""
-        self.dvars = {**learned_dvars(compare_calls(self.units), nodes), **self.dvars}
+        self.dvars = {**self.dvars, **learned_dvars(compare_calls(self.units), nodes)}  # its own calls win
 
     def dvar(self, node: str) -> str:
         return self.dvars.get(node, "d" + node)

@@ -209,9 +209,9 @@ def serve(sock: socket.socket, progress: mmap.mmap, isolated: bool):
                            None if msg["ns64"] is None else wire.unpack(msg["ns64"], modules=True))
             wire.send(sock, {"op": "ok"})
         elif op == "setup":
-            wire.send(sock, {"op": "spec", "spec": side.setup(msg["words"])})
+            wire.send(sock, {"op": "spec", "spec": _spec(side.setup, msg["words"])})
         elif op == "loop_setup":
-            wire.send(sock, {"op": "spec", "spec": side.loop_setup(msg["k"])})
+            wire.send(sock, {"op": "spec", "spec": _spec(side.loop_setup, msg["k"], msg["words"])})
         elif op == "forward":
             side.set_forward(msg["space"], msg["values32"], msg["values64"])
             wire.send(sock, {"op": "ok"})
@@ -238,6 +238,14 @@ def serve(sock: socket.socket, progress: mmap.mmap, isolated: bool):
             grads, err = side.call(msg["space"], prog, msg["fname"], tuple(msg["params"]), msg["float64"])
             wire.send(sock, {"op": "call", "grads": None if grads is None else {k: wire.pack(v) for k, v in grads.items()},
                              "error": None if err is None else _failure(err)})
+
+
+def _spec(setup, *args) -> dict:
+    """A setup's forward, or why there is none (a failure of the learner's side, said, not a crash)."""
+    try:
+        return setup(*args)
+    except Exception as e:  # noqa: BLE001 -- anything the notebook's code provokes is reported
+        return {"error": f"the notebook's setup could not be run ({type(e).__name__}: {str(e)[:200]})"}
 
 
 def _given(given: dict) -> dict:
@@ -425,8 +433,8 @@ class RemoteLearner:
     def setup(self, words: str) -> dict:
         return self._ask({"op": "setup", "words": words}, "spec")["spec"]
 
-    def loop_setup(self, k: int) -> dict:
-        return self._ask({"op": "loop_setup", "k": k}, "spec")["spec"]
+    def loop_setup(self, k: int, words: str) -> dict:
+        return self._ask({"op": "loop_setup", "k": k, "words": words}, "spec")["spec"]
 
     def set_forward(self, space: str, values32: dict, values64: dict):
         self._ask({"op": "forward", "space": space, "values32": values32, "values64": values64}, "ok")
