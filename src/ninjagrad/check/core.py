@@ -18,14 +18,14 @@ from .batch import Setup, make_setup, trace_pair
 from .diagnose import Diagnosis
 from .exercises import Exercise, forward_exercise, get_exercise
 from .files import precheck, read_source
-from .names import autograd_use, did_you_mean, first_tampering
-from .wire import Gone
 from .judge import probe, probe_diagnosis, run_forced, run_plain
 from .learner import LocalLearner
+from .names import autograd_use, did_you_mean, first_tampering
 from .runner import Failure, Program, parse_learner
 from .statements import Unit
 from .trace import Trace
 from .verdicts import OK, Result, judge, plain_cmp
+from .wire import Gone
 
 VERDICT_ORDER = ("exact", "rounding", "wrong", "shape", "missing", "error", "uses-autograd", "tampering")
 SCOPE_SHOWN = 24  # names listed when a learner's name is undefined

@@ -63,7 +63,8 @@ def factors(n: int) -> list[tuple[float, str, str]]:
     return [
         (n, "n", f"n = {n} times too large: a mean's 1/n is missing"),
         (1 / n, "1/n", f"1/n = 1/{n} of the value: a 1/n applied where the forward had none, or twice"),
-        (n / (n - 1), "n/(n-1)", f"n/(n-1) = {n}/{n - 1}: 1/(n-1) used where the forward divides by n (the mean is 1/n)"),
+        (n / (n - 1), "n/(n-1)",
+         f"n/(n-1) = {n}/{n - 1}: 1/(n-1) used where the forward divides by n (the mean is 1/n)"),
         ((n - 1) / n, "(n-1)/n", f"(n-1)/n = {n - 1}/{n}: 1/n used where the forward's variance has Bessel's 1/(n-1)"),
         (2.0, "2", "twice the value: a factor 2 (as from d(x**2) = 2x) where none belongs, or a term counted twice"),
         (0.5, "1/2", "half the value: the 2 of d(x**2)/dx = 2x is missing"),
@@ -177,7 +178,8 @@ def nonfinite(c: Case):
 
 def all_zero(c: Case):
     if c.mine.abs().max().item() == 0:
-        return Diagnosis(Kind.ZERO.value, f"d{c.name} is all zeros; autograd's is not (was a `+=` or an assignment lost?)")
+        return Diagnosis(Kind.ZERO.value,
+                         f"d{c.name} is all zeros; autograd's is not (was a `+=` or an assignment lost?)")
 
 
 def sign_flipped(c: Case):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -60,7 +60,7 @@ def forward_exercise(path: str) -> Exercise:
     return Exercise(id=0, title=f"your forward script {path}", folder="", kind="statements", forward_file=path)
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_exercises() -> dict[int, Exercise]:
     root = resources.files("ninjagrad") / "exercises"
     found = {}

@@ -151,8 +151,8 @@ def heatmaps(r: dict) -> Heat | None:
             where[axis] = str(i)
         else:
             where = [str(j) for j in np.unravel_index(i, lead)] + [":", ":"]
-        take = (lambda a: None if a is None else np.take(a, i, axis=axis))
-        panels.append(Panel(f"{name}[{', '.join(where)}]", take(mine), take(ref), take(diff)))
+        panels.append(Panel(f"{name}[{', '.join(where)}]", *(None if a is None else np.take(a, i, axis=axis)
+                                                             for a in (mine, ref, diff))))
     return Heat(pair, dscale, panels, count, axis)
 
 
@@ -347,7 +347,8 @@ def class_data(groups: dict[str, list[dict]]) -> dict:
             codes = ["F"] * len(cols)
         right, total = score(items)
         rows.append({"file": path, "right": right, "total": total, "codes": "".join(codes), "kinds": kinds,
-                     "failed": failed, "summary": "; ".join(it["summary"]["text"] for it in items if it.get("summary"))})
+                     "failed": failed,
+                     "summary": "; ".join(it["summary"]["text"] for it in items if it.get("summary"))})
     diagnoses = []
     for (ex, name, verdict, kind), e in found.items():
         message = max(e["messages"], key=e["messages"].get) if e["messages"] else ""
@@ -355,7 +356,8 @@ def class_data(groups: dict[str, list[dict]]) -> dict:
                           "count": len(e["who"]), "who": e["who"], "column": col_index[(ex, name)]})
     diagnoses.sort(key=lambda d: (-d["count"], d["column"], d["kind"] or ""))
     return finite({
-        "columns": [{"exercise": ex, "name": name, "label": f"{ex}: d{name}" if several else f"d{name}"} for ex, name in cols],
+        "columns": [{"exercise": ex, "name": name, "label": f"{ex}: d{name}" if several else f"d{name}"}
+                    for ex, name in cols],
         "rows": rows, "diagnoses": diagnoses,
         "exercises": sorted({ex for ex, _ in cols}),
     })

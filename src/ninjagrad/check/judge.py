@@ -28,7 +28,9 @@ from .trace import Trace, pullback
 from .wire import Gone
 
 PROBE_DRAWS = 2  # random upstream gradients per probed gradient
-PROBE_RTOL = 1e-5  # agreement with the vector-Jacobian product, of its scale: float32 rounding (a `.to(torch.float32)` in a line) passes, a formula that differs does not
+# agreement with the vector-Jacobian product, of its scale: float32 rounding (a `.to(torch.float32)` in a
+# line) passes, a formula that differs does not
+PROBE_RTOL = 1e-5
 PROBE_SEED = 20241130
 
 
@@ -164,25 +166,8 @@ def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[
     g = torch.Generator().manual_seed(PROBE_SEED)
     found: dict[str, Probe] = {}
     for _ in range(draws):
-        sent = {x: torch.randn(t64.grads[x].shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
-                for x in given}
-        got: dict[str, torch.Tensor] = {}
-
-        def exchange(dvar, i, v32, v64):
-            x = node_of.get(dvar)
-            if x is None or last.get(dvar) != i or x in got:
-                raise Order(f"a value for {dvar} at unit {i}")
-            mine = v64 if torch.is_tensor(v64) else v32
-            got[x] = mine.detach().double().cpu() if torch.is_tensor(mine) and mine.is_floating_point() else None
-            r = torch.randn(t64.grads[x].shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
-            sent[x] = r
-            return r.float(), r, t64.scale.get(x, 1.0)
-
-        given_random = {}
-        for x, r in sent.items():
-            given_random["d" + x] = given_random[prog.dvar(x)] = (r.float(), r)
         try:
-            learner.forced(prog, list(node_of), given_random, exchange)
+            sent, got = probe_run(prog, t64, node_of, last, given, g, learner)
         except (Order, Gone):
             break
         for x, how in nodes.items():
@@ -210,6 +195,31 @@ def probe(prog: Program, t32: Trace, t64: Trace, judged: list[str], given: list[
                 continue
             found[x] = Probe(x, diagnose_values(x, mine, want, scale, n, edges), sorted(upstream))
     return found
+
+
+def probe_run(prog: Program, t64: Trace, node_of: dict, last: dict, given: list[str], g: torch.Generator,
+              learner) -> tuple[dict, dict]:
+    """One run with random upstream gradients: what was handed in (node -> its random gradient, given
+    ones included) and what came back (node -> the learner's float64 value, None if not a float tensor)."""
+    sent = {x: torch.randn(t64.grads[x].shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
+            for x in given}
+    got: dict[str, torch.Tensor | None] = {}
+
+    def exchange(dvar, i, v32, v64):
+        x = node_of.get(dvar)
+        if x is None or last.get(dvar) != i or x in got:
+            raise Order(f"a value for {dvar} at unit {i}")
+        mine = v64 if torch.is_tensor(v64) else v32
+        got[x] = mine.detach().double().cpu() if torch.is_tensor(mine) and mine.is_floating_point() else None
+        r = torch.randn(t64.grads[x].shape, generator=g, dtype=torch.float64) * t64.scale.get(x, 1.0)
+        sent[x] = r
+        return r.float(), r, t64.scale.get(x, 1.0)
+
+    given_random = {}
+    for x, r in sent.items():
+        given_random["d" + x] = given_random[prog.dvar(x)] = (r.float(), r)
+    learner.forced(prog, list(node_of), given_random, exchange)
+    return sent, got
 
 
 def probe_diagnosis(p: Probe, ref_scale: float, upstream_scale: float) -> Diagnosis:

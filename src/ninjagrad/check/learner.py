@@ -127,7 +127,7 @@ class LocalLearner:
         side.set_space(MAIN, t32.namespace, t64.namespace if t64 is not None else None)
         return cls(side)
 
-    def at(self, space: str) -> "LocalLearner":
+    def at(self, space: str) -> LocalLearner:
         return LocalLearner(self.side, space)
 
     def read(self, submission: Submission):

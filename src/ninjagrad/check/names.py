@@ -54,7 +54,9 @@ def tampering(node: ast.AST) -> str | None:
     signals, processes, files)."""
     for sub in ast.walk(node):
         if isinstance(sub, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in sub.names] + ([sub.module] if isinstance(sub, ast.ImportFrom) and sub.module else [])
+            names = [a.name for a in sub.names]
+            if isinstance(sub, ast.ImportFrom) and sub.module:
+                names.append(sub.module)
             hit = [n for n in names if n.split(".")[0] in SUSPECT_MODULES]
             if hit:
                 return f"imports {hit[0]}"
@@ -73,9 +75,10 @@ def tampering(node: ast.AST) -> str | None:
                     base = base.value
                 if isinstance(t, ast.Attribute) and isinstance(base, ast.Name) and base.id in PATCHABLE:
                     return f"changes `{ast.unparse(t)}`"
-        elif isinstance(sub, ast.Raise) and sub.exc is not None and \
-                dotted(sub.exc.func if isinstance(sub.exc, ast.Call) else sub.exc) in ("SystemExit", "KeyboardInterrupt"):
-            return "raises SystemExit"
+        elif isinstance(sub, ast.Raise) and sub.exc is not None:
+            raised = dotted(sub.exc.func if isinstance(sub.exc, ast.Call) else sub.exc)
+            if raised in ("SystemExit", "KeyboardInterrupt"):
+                return f"raises {raised}"
     return None
 
 

@@ -14,7 +14,6 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-
 from ..data import load_corpus
 from ..errors import UsageError
 from .batch import Setup
@@ -23,11 +22,11 @@ from .exercises import get_exercise
 from .layout import Found, notebook_layout
 from .learner import MAIN, LocalLearner
 from .names import compare_calls, learned_dvars
-from .wire import Gone
 from .own_forward import Forward, forward_of_spec, trace_own
 from .runner import Program
 from .submission import Submission
 from .trace import Trace
+from .wire import Gone
 
 
 @dataclasses.dataclass

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UsageError
+from . import runner, wire
 from .batch import as_float64
 from .names import autograd_use
 from .statements import Unit, describe_exc, reads_of
-from . import runner, wire
 from .trace import Statement, Trace, trace_forward
 from .wire import pack, unpack
 

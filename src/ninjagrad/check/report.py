@@ -80,7 +80,8 @@ def render(report: dict, console) -> None:
         note = note_str({**r, "note": escape(r["note"]) if r.get("note") else None,
                          "diagnosis": ({**r["diagnosis"], "message": escape(r["diagnosis"]["message"])}
                                        if r.get("diagnosis") else None)})
-        cells = [r.get("dvar") or "d" + r["name"], shape_str(r["shape"]), f"[{STYLE[v]}]{v}[/]" + ("" if below else line),
+        verdict = f"[{STYLE[v]}]{v}[/]" + ("" if below else line)
+        cells = [r.get("dvar") or "d" + r["name"], shape_str(r["shape"]), verdict,
                  fmt(r["maxdiff"]), ulps_str(r["ulps"]), plain_str(r["plain"], " " if below else " / ")]
         if below:
             if note:

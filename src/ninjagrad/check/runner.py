@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UsageError
 from .program import Program, parse_learner  # noqa: F401 -- parse_learner: the learner's file as one program
-from .statements import Unit, describe_exc, split_units
+from .statements import Unit, describe_exc
 
 
 def error_where(exc: BaseException, units: list[Unit], default: Unit) -> tuple[int | None, int]:

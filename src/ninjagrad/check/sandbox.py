@@ -236,8 +236,8 @@ def serve(sock: socket.socket, progress: mmap.mmap, isolated: bool):
         elif op == "call":
             prog = side.program(msg["ref"], msg["names"])
             grads, err = side.call(msg["space"], prog, msg["fname"], tuple(msg["params"]), msg["float64"])
-            wire.send(sock, {"op": "call", "grads": None if grads is None else {k: wire.pack(v) for k, v in grads.items()},
-                             "error": None if err is None else _failure(err)})
+            packed = None if grads is None else {k: wire.pack(v) for k, v in grads.items()}
+            wire.send(sock, {"op": "call", "grads": packed, "error": None if err is None else _failure(err)})
 
 
 def _spec(setup, *args) -> dict:
@@ -419,7 +419,7 @@ class RemoteLearner:
             raise wire.Gone()
         return reply
 
-    def at(self, space: str) -> "At":
+    def at(self, space: str) -> At:
         return At(self, space)
 
     def read(self, submission):

@@ -26,7 +26,6 @@ from ..errors import UsageError
 from .statements import MARKS, describe_exc, error_line, setup_end, writes_of
 
 
-
 @dataclass
 class SetupSection:
     """The statements before the forward proper, compiled as one block."""

@@ -1,9 +1,10 @@
 """Trace a straight-line forward script under autograd.
 
 A forward script is a list of `name = expression` statements (the lecture's forward pass, or a
-user's), after an optional setup section that creates its inputs (setup.py). Running it with the parameters as autograd leaves gives every named intermediate, its
-reference gradient, and, edge by edge, what each consumer contributes to that gradient: the
-checker needs those contributions to say "the branch through counts_sum is missing".
+user's), after an optional setup section that creates its inputs (setup.py). Running it with the
+parameters as autograd leaves gives every named intermediate, its reference gradient, and, edge by
+edge, what each consumer contributes to that gradient: the checker needs those contributions to say
+"the branch through counts_sum is missing".
 
 Nothing here knows exercise 1's node list: nodes are whatever the script names.
 """
