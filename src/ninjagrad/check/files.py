@@ -60,9 +60,10 @@ def plan(path: str, exercise: int | None, forward: str | None = None) -> Plan:
     if exercise is not None:
         get_exercise(exercise)
         return Plan(False, exercise, sub)
-    if notebook_layout(sub).found:
-        return Plan(True, None, sub)
+    layout = notebook_layout(sub)
     exercise = infer_exercise(sub.units(), set(lecture_nodes()))
+    if layout.loss is not None or (layout.found and exercise is None):
+        return Plan(True, None, sub)  # a forward of its own (or exercise 4's loop alone): judged as a notebook
     if exercise is None:
         what = "notebook" if path.endswith(".ipynb") else "file"
         raise UsageError(f"{path}: nothing to judge: the {what} assigns no gradient of the lecture's forward "
