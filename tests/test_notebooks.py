@@ -224,3 +224,18 @@ def test_the_example_notebook_runs_in_jupyter_with_the_magic():
     wrong = [t for t in tables if "not there yet" in t]
     assert len(wrong) == 1 and "Bessel" in wrong[0] and "dbndiff2" in wrong[0]
     assert sum("every gradient is right" in t for t in tables) == 6
+
+
+def test_the_example_notebook_from_the_command_line(tmp_path):
+    """`ninjagrad check` on the example notebook, as saved: its own forward on the default corpus (no names.txt
+    beside it), every exercise right (the planted Bessel mistake is put right further down), in the sandbox."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "examples" / "notebook" / "backprop_ninja.ipynb"
+    (tmp_path / "nb.ipynb").write_bytes(src.read_bytes())
+    p = ninjagrad("check", str(tmp_path / "nb.ipynb"), "--json", cwd=tmp_path)
+    reps = [json.loads(line) for line in p.stdout.splitlines()]
+    assert p.returncode == 0, (p.stderr, [r["summary"]["text"] for r in reps])
+    assert [r["exercise"] for r in reps] == [1, 2, 3]
+    assert all("own" in r["environment"]["forward"] for r in reps)
+    assert "stopped" not in reps[0]

@@ -205,7 +205,8 @@ def check_found(sub: Submission, k: int, f: Found, learner, own, why: str | None
                             learner.at(MAIN))
     else:
         ctx = prepare_exercise(f.exercise, None, "cpu", words.path)
-        ctx = dataclasses.replace(ctx, forward=f"the lecture's, standing in for the notebook's own: {why}")
+        ctx = dataclasses.replace(ctx, setup=dataclasses.replace(ctx.setup, source=words.source),
+                                  forward=f"the lecture's, standing in for the notebook's own: {why}")
         learner.set_space(LECTURE, ctx.t32.namespace, ctx.t64.namespace)
         rep = check_program(Program(sub.path, f.units, dict(names), ref=("found", k)), ctx, strict_shapes, detail,
                             learner.at(LECTURE))

@@ -138,7 +138,22 @@ def enter_namespaces(scratch: str, hide: list[str]) -> bool:
 
 # --- the learner's process -------------------------------------------------------------------------------
 
+def _vm_size() -> int:
+    """This process's address space now, in bytes (torch alone maps a good part of a gigabyte)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _limit(memory_mb: int, timeout: float):
+    """Kernel limits: no core dumps, files up to FILE_LIMIT, CPU seconds, and address space. Memory
+    itself (resident, the process and its children together) is the judge's to watch; the address
+    space limit only stops a runaway allocation between two looks, above what is mapped already."""
     for res, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, FILE_LIMIT),
                        (resource.RLIMIT_CPU, int(2 * timeout + 10))):
         try:
@@ -147,7 +162,7 @@ def _limit(memory_mb: int, timeout: float):
             pass
     if memory_mb > 0:
         try:
-            limit = memory_mb << 20
+            limit = _vm_size() + (4 * memory_mb << 20)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ValueError, OSError):
             pass
