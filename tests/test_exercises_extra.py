@@ -11,10 +11,10 @@ import torch
 
 from ninjagrad import ops
 from ninjagrad.check.commands import hint_levels
-from ninjagrad.check.program import static_nodes
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
 from ninjagrad.check.judge import run_forced
+from ninjagrad.check.program import static_nodes
 from ninjagrad.check.runner import parse_learner
 from ninjagrad.cli import main
 
@@ -93,9 +93,9 @@ def test_wavenet_block_solution_agrees_with_the_ops():
     ns, g = t.namespace, t.grads
     x1, shape = ops.flatten_consecutive_forward(ns["emb"], 2)
     assert close(x1, ns["x1"])
-    hpreact, cache = ops.batchnorm_nd_forward(ns["hprebn1"], ns["bngain1"], ns["bnbias1"])
+    hpreact, cache = ops.batchnorm_forward(ns["hprebn1"], ns["bngain1"], ns["bnbias1"])
     assert close(hpreact, ns["hpreact1"])  # statistics over dims 0 and 1, Bessel-corrected, as the model
-    dx, dgain, dbias = ops.batchnorm_nd_backward(g["hpreact1"], cache)
+    dx, dgain, dbias = ops.batchnorm_backward(g["hpreact1"], cache)
     assert close(mine["hprebn1"], dx) and close(mine["bngain1"], dgain) and close(mine["bnbias1"], dbias)
     assert close(mine["emb"], ops.flatten_consecutive_backward(g["x1"], shape))
     _, ecache = ops.embedding_forward(ns["C"], ns["Xb"])

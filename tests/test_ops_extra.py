@@ -20,19 +20,20 @@ def cases(B=6, T=8, C=12, n_head=3, V=27, seed=0):
     mask = torch.rand(B * T, generator=g) > 0.3
     mask[0] = True  # at least one scored row
     return {
-        "linear_nd_3d": (ops.linear_nd_forward, ops.linear_nd_backward,
-                         [randn(B, T, C, seed=seed), randn(C, 2 * C, seed=seed + 1, scale=0.3),
-                          randn(2 * C, seed=seed + 2)]),
-        "linear_nd_nobias": (ops.linear_nd_forward, ops.linear_nd_backward,
+        "linear_3d": (ops.linear_forward, ops.linear_backward,
+                      [randn(B, T, C, seed=seed), randn(C, 2 * C, seed=seed + 1, scale=0.3),
+                       randn(2 * C, seed=seed + 2)]),
+        "linear_3d_nobias": (ops.linear_forward, ops.linear_backward,
                              [randn(B, T, C, seed=seed), randn(C, 5, seed=seed + 1), None]),
         "flatten_consecutive": (ops.flatten_consecutive_forward, ops.flatten_consecutive_backward,
                                 [randn(B, T, C, seed=seed), 2]),
         "flatten_consecutive_last": (ops.flatten_consecutive_forward, ops.flatten_consecutive_backward,
                                      [randn(B, 2, C, seed=seed), 2]),
-        "batchnorm_3d": (ops.batchnorm_nd_forward, ops.batchnorm_nd_backward,
+        "batchnorm_3d": (ops.batchnorm_forward, ops.batchnorm_backward,
                          [randn(B, T, C, seed=seed, scale=3.0, shift=0.5),
-                          randn(1, 1, C, seed=seed + 1, scale=0.1, shift=1.0), randn(1, 1, C, seed=seed + 2, scale=0.1)]),
-        "batchnorm_2d": (ops.batchnorm_nd_forward, ops.batchnorm_nd_backward,
+                          randn(1, 1, C, seed=seed + 1, scale=0.1, shift=1.0),
+                          randn(1, 1, C, seed=seed + 2, scale=0.1)]),
+        "batchnorm_2d": (ops.batchnorm_forward, ops.batchnorm_backward,
                          [randn(B * 2, C, seed=seed, scale=3.0, shift=0.5),
                           randn(1, C, seed=seed + 1, scale=0.1, shift=1.0), randn(1, C, seed=seed + 2, scale=0.1)]),
         "layernorm": (ops.layernorm_forward, ops.layernorm_backward,
@@ -40,7 +41,8 @@ def cases(B=6, T=8, C=12, n_head=3, V=27, seed=0):
                        randn(C, seed=seed + 2, scale=0.2)]),
         "relu": (ops.relu_forward, ops.relu_backward, [randn(B, T, C, seed=seed)]),
         "gelu": (ops.gelu_forward, ops.gelu_backward, [randn(B, T, C, seed=seed, scale=2.0)]),
-        "residual": (ops.residual_forward, ops.residual_backward, [randn(B, T, C, seed=seed), randn(B, T, C, seed=seed + 1)]),
+        "residual": (ops.residual_forward, ops.residual_backward,
+                     [randn(B, T, C, seed=seed), randn(B, T, C, seed=seed + 1)]),
         "position_embedding": (ops.position_embedding_forward, ops.position_embedding_backward,
                                [randn(B, T - 1, C, seed=seed), randn(T, C, seed=seed + 1)]),
         "attention": (ops.attention_forward, ops.attention_backward,
@@ -78,7 +80,8 @@ def test_forwards_match_torch():
     q, k, v = (t.view(4, 8, 3, 4).transpose(1, 2) for t in qkv.split(12, dim=2))
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(4, 8, 12)
     assert rel_err(ops.attention_forward(qkv, 3)[0], ref) <= 1e-12
-    bn = ops.batchnorm_nd_forward(x, torch.ones(1, 1, 12, dtype=torch.float64), torch.zeros(1, 1, 12, dtype=torch.float64))[0]
+    gain, bias = torch.ones(1, 1, 12, dtype=torch.float64), torch.zeros(1, 1, 12, dtype=torch.float64)
+    bn = ops.batchnorm_forward(x, gain, bias)[0]
     expected = (x - x.mean((0, 1), keepdim=True)) / torch.sqrt(x.var((0, 1), keepdim=True) + ops.BN_EPS)
     assert rel_err(bn, expected) <= 1e-12  # statistics over B and T, Bessel-corrected like the lecture
 
@@ -114,12 +117,12 @@ def test_batchnorm_reduce_hook_sees_every_batch_sum():
         calls.append(t.shape)
         return 2 * t
 
-    out, cache = ops.batchnorm_nd_forward(x, gain, bias, reduce=double)
-    full, full_cache = ops.batchnorm_nd_forward(torch.cat([x, x]), gain, bias)
+    out, cache = ops.batchnorm_forward(x, gain, bias, reduce=double)
+    full, full_cache = ops.batchnorm_forward(torch.cat([x, x]), gain, bias)
     assert rel_err(out, full[:4]) <= 1e-12
     dout = randn(4, 8, 6, seed=9)
-    dx = ops.batchnorm_nd_backward(dout, cache)[0]
-    dx_full = ops.batchnorm_nd_backward(torch.cat([dout, dout]), full_cache)[0]
+    dx = ops.batchnorm_backward(dout, cache)[0]
+    dx_full = ops.batchnorm_backward(torch.cat([dout, dout]), full_cache)[0]
     assert rel_err(dx, dx_full[:4]) <= 1e-12
     assert len(calls) == 5  # count, mean, variance, and the backward's two sums
 

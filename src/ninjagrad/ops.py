@@ -33,8 +33,9 @@ def embedding_backward(demb, cache):
 # --- linear ------------------------------------------------------------------------------------
 
 def linear_forward(x, W, b):
-    """y = x W + b; dx = dout W^T, dW = x^T dout, db = sum_B dout"""
-    out = x @ W  # (B, out)
+    """y = x W + b over the last dim of x, (B, in) or (B, ..., in); b may be None.
+    dx = dout W^T, dW = x^T dout, db = sum dout, the sums over every leading dim."""
+    out = x @ W  # (..., out)
     if b is not None:
         out = out + b
     return out, (x, W, b is not None)
@@ -42,45 +43,64 @@ def linear_forward(x, W, b):
 
 def linear_backward(dout, cache):
     x, W, has_bias = cache
-    dx = dout @ W.T  # (B, in)
-    dW = x.T @ dout  # (in, out)
-    db = dout.sum(0) if has_bias else None  # (out,)
+    dx = dout @ W.T  # (..., in)
+    x2, dout2 = x.reshape(-1, x.shape[-1]), dout.reshape(-1, dout.shape[-1])  # rows: every leading index
+    dW = x2.T @ dout2  # (in, out)
+    db = dout2.sum(0) if has_bias else None  # (out,)
     return dx, dW, db
+
+
+# --- batch reductions (the data-parallel hook) -----------------------------------------------------
+# Batchnorm is the one op whose forward mixes examples. All of its sums over the batch go through
+# these two helpers, and both take `reduce`: None sums the local batch; a data-parallel run passes a
+# function that all-reduces (sums) a tensor across processes, so the statistics, and the backward's
+# sums, cover the global batch.
+
+def batch_sum(x, dims, reduce=None):
+    """sum of x over the batch dims `dims`, kept as size-1 dims; then summed across processes."""
+    s = x.sum(dims, keepdim=True)
+    return s if reduce is None else reduce(s)
+
+
+def batch_count(x, dims, reduce=None) -> int:
+    """How many rows the batch sums cover: the product of the batch dims, across processes."""
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    if reduce is None:
+        return n
+    return int(reduce(torch.tensor([float(n)], dtype=torch.float64, device=x.device)).item())
 
 
 # --- batchnorm (training mode) -----------------------------------------------------------------
 
 def batchnorm_forward(x, gain, bias, eps=BN_EPS, reduce=None):
-    """y = gain (x - mean) / sqrt(var + eps) + bias, with the batch's Bessel-corrected variance.
-
-    The lecture divides by n-1 (unbiased) for the training variance, and so does this op. `reduce`
-    (see batch_sum below) makes the statistics cover the global batch of a data-parallel run.
-    """
-    n = batch_count(x, (0,), reduce)
-    mean = batch_sum(x, (0,), reduce) / n  # (1, H)
-    diff = x - mean  # (B, H)
-    var = batch_sum(diff * diff, (0,), reduce) / (n - 1)  # (1, H)
-    var_inv = (var + eps) ** -0.5  # (1, H)
-    xhat = diff * var_inv  # (B, H)
-    out = gain * xhat + bias  # (B, H)
+    """y = gain (x - mean) / sqrt(var + eps) + bias, statistics over every dim but the last: (B, H) over B,
+    (B, T, H) over B and T (part 5's BatchNorm1d). var is Bessel-corrected (n-1), as the lecture's;
+    `reduce` (see batch_sum) makes the statistics cover the global batch of a data-parallel run."""
+    dims = tuple(range(x.dim() - 1))
+    n = batch_count(x, dims, reduce)
+    mean = batch_sum(x, dims, reduce) / n  # (1, [1,] H)
+    diff = x - mean  # (B, [T,] H)
+    var = batch_sum(diff * diff, dims, reduce) / (n - 1)  # (1, [1,] H)
+    var_inv = (var + eps) ** -0.5  # (1, [1,] H)
+    xhat = diff * var_inv  # (B, [T,] H)
+    out = gain * xhat + bias  # (B, [T,] H)
     return out, (xhat, var_inv, gain, n, reduce)
 
 
 def batchnorm_backward(dout, cache):
-    """dx = gain var_inv / n * (n dout - sum_B dout - n/(n-1) xhat sum_B(dout xhat))
-
-    The middle term is the path through the mean, the last the path through the variance; the
-    n/(n-1) comes from the variance's Bessel correction meeting the mean's 1/n.
-    """
+    """dx = gain var_inv / n * (n dout - sum dout - n/(n-1) xhat sum(dout xhat)), sums over the batch dims:
+    the middle term is the path through the mean, the last the path through the variance, where Bessel's
+    n-1 meets the mean's 1/n. dgain and dbias sum the local batch (data-parallel all-reduces them later)."""
     xhat, var_inv, gain, n, reduce = cache
-    dbias = dout.sum(0, keepdim=True)  # (1, H)
-    dgain = (dout * xhat).sum(0, keepdim=True)  # (1, H)
-    # data-parallel: dx needs the sums over the global batch; dgain and dbias stay local and are
-    # all-reduced with every other parameter gradient
-    dsum = dbias if reduce is None else reduce(dbias.clone())
-    dxhat_sum = dgain if reduce is None else reduce(dgain.clone())
-    dx = gain * var_inv / n * (n * dout - dsum - n / (n - 1) * xhat * dxhat_sum)  # (B, H)
-    return dx, dgain, dbias
+    dims = tuple(range(dout.dim() - 1))
+    dbias = dout.sum(dims, keepdim=True)  # (1, [1,] H)
+    dgain = (dout * xhat).sum(dims, keepdim=True)  # (1, [1,] H)
+    dsum = dbias if reduce is None else reduce(dbias.clone())  # the path through the mean
+    dxhat_sum = dgain if reduce is None else reduce(dgain.clone())  # the path through the variance
+    dx = gain * var_inv / n * (n * dout - dsum - n / (n - 1) * xhat * dxhat_sum)  # (B, [T,] H)
+    return dx, dgain.view(gain.shape), dbias.view(gain.shape)
 
 
 # --- tanh --------------------------------------------------------------------------------------
@@ -125,47 +145,6 @@ def cross_entropy_backward(dout, cache):
 # Extra shape letters: G groups after flattening, C channels, nh heads, hs head size (C = nh * hs).
 # =================================================================================================
 
-# --- batch reductions (the data-parallel hook) ----------------------------------------------------
-# Batchnorm is the one op whose forward mixes examples. All of its sums over the batch go through
-# these two helpers, and both take `reduce`: None sums the local batch; a data-parallel run passes a
-# function that all-reduces (sums) a tensor across processes, so the statistics, and the backward's
-# sums, cover the global batch.
-
-def batch_sum(x, dims, reduce=None):
-    """sum of x over the batch dims `dims`, kept as size-1 dims; then summed across processes."""
-    s = x.sum(dims, keepdim=True)
-    return s if reduce is None else reduce(s)
-
-
-def batch_count(x, dims, reduce=None) -> int:
-    """How many rows the batch sums cover: the product of the batch dims, across processes."""
-    n = 1
-    for d in dims:
-        n *= x.shape[d]
-    if reduce is None:
-        return n
-    return int(reduce(torch.tensor([float(n)], dtype=torch.float64, device=x.device)).item())
-
-
-# --- linear over any leading dims ------------------------------------------------------------------
-
-def linear_nd_forward(x, W, b):
-    """y = x W + b over the last dim of x (B, ..., in); dW and db sum over every leading dim."""
-    out = x @ W  # (..., out)
-    if b is not None:
-        out = out + b
-    return out, (x, W, b is not None)
-
-
-def linear_nd_backward(dout, cache):
-    x, W, has_bias = cache
-    dx = dout @ W.T  # (..., in)
-    x2, dout2 = x.reshape(-1, x.shape[-1]), dout.reshape(-1, dout.shape[-1])  # rows: every leading index
-    dW = x2.T @ dout2  # (in, out)
-    db = dout2.sum(0) if has_bias else None  # (out,)
-    return dx, dW, db
-
-
 # --- flatten consecutive (part 5's hierarchical grouping) ------------------------------------------
 
 def flatten_consecutive_forward(x, n):
@@ -181,39 +160,6 @@ def flatten_consecutive_forward(x, n):
 
 def flatten_consecutive_backward(dout, cache):
     return dout.reshape(cache)  # (B, T, C)
-
-
-# --- batchnorm over every dim but the last ---------------------------------------------------------
-
-def batchnorm_nd_forward(x, gain, bias, eps=BN_EPS, reduce=None):
-    """y = gain (x - mean) / sqrt(var + eps) + bias; statistics over all dims but the last.
-
-    (B, C) normalises over B, (B, T, C) over B and T, as part 5's BatchNorm1d; the variance is
-    Bessel-corrected (n-1) with n = B*T, as the lecture's x.var(dim)."""
-    dims = tuple(range(x.dim() - 1))
-    n = batch_count(x, dims, reduce)
-    mean = batch_sum(x, dims, reduce) / n  # (1, [1,] C)
-    diff = x - mean  # (B, [T,] C)
-    var = batch_sum(diff * diff, dims, reduce) / (n - 1)  # (1, [1,] C)
-    var_inv = (var + eps) ** -0.5
-    xhat = diff * var_inv  # (B, [T,] C)
-    out = gain * xhat + bias
-    return out, (xhat, var_inv, gain, n, reduce)
-
-
-def batchnorm_nd_backward(dout, cache):
-    """dx = gain var_inv / n * (n dout - sum dout - n/(n-1) xhat sum(dout xhat)), sums over the batch dims.
-
-    dgain and dbias are summed over the *local* batch only: a data-parallel run all-reduces them
-    with every other parameter gradient."""
-    xhat, var_inv, gain, n, reduce = cache
-    dims = tuple(range(dout.dim() - 1))
-    dbias_local = dout.sum(dims)  # (C,)
-    dgain_local = (dout * xhat).sum(dims)  # (C,)
-    dsum = batch_sum(dout, dims, reduce)  # (1, [1,] C) the path through the mean
-    dxhat_sum = batch_sum(dout * xhat, dims, reduce)  # (1, [1,] C) the path through the variance
-    dx = gain * var_inv / n * (n * dout - dsum - n / (n - 1) * xhat * dxhat_sum)
-    return dx, dgain_local.view(gain.shape), dbias_local.view(gain.shape)
 
 
 # --- layernorm -------------------------------------------------------------------------------------

@@ -7,30 +7,29 @@ B batch, T context (block_size), E n_embd, H n_hidden, V vocab
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from .. import ops
+from .base import Model, ModelConfig
 
 
 @dataclass
-class MLPConfig:
+class MLPConfig(ModelConfig):
     vocab_size: int = 27  # characters plus '.'; set from the data
     block_size: int = 3  # how many characters of context predict the next one
     n_embd: int = 10  # dimensions of each character's embedding
     n_hidden: int = 200  # neurons in the hidden layer
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 PARAM_NAMES = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 
 
 def init_params(config: MLPConfig, generator: torch.Generator, dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """The lecture's initialisation, every draw from one seeded generator (the lecture draws
-    bngain and bnbias from the global one, so its runs do not reproduce exactly)."""
+    """The lecture's initialisation, every draw from one seeded generator (the lecture draws bngain and
+    bnbias from the global one, so its runs do not reproduce exactly)."""
     V, T, E, H = config.vocab_size, config.block_size, config.n_embd, config.n_hidden
     g = generator
     p = {}
@@ -44,30 +43,33 @@ def init_params(config: MLPConfig, generator: torch.Generator, dtype=torch.float
     return {k: v.to(dtype) for k, v in p.items()}
 
 
-class MLP:
+class Cache(NamedTuple):
+    """What each op of the forward saved for the backward, by layer."""
+    emb_shape: torch.Size  # (B, T, E)
+    emb: tuple
+    linear1: tuple
+    batchnorm: tuple
+    tanh: torch.Tensor  # h (B, H)
+    linear2: tuple
+    cross_entropy: tuple
+
+
+class MLP(Model):
     """Parameters, batchnorm statistics for evaluation, forward with cache and hand-written backward."""
 
     name = "mlp"
+    init_params = staticmethod(init_params)
 
     def __init__(self, config: MLPConfig, params: dict[str, torch.Tensor]):
-        self.config = config
-        self.params = params
+        super().__init__(config, params)
         H = config.n_hidden
-        like = params["W1"]
         # Batchnorm statistics for evaluation, set by `calibrate` over the training set.
-        self.bnmean = torch.zeros((1, H), dtype=like.dtype, device=like.device)
-        self.bnvar = torch.ones((1, H), dtype=like.dtype, device=like.device)
-        # Data-parallel runs set this to an all-reduce (sum across processes), so that batchnorm's
-        # statistics and the loss's mean cover the global batch; None means one process.
-        self.reduce = None
+        self.bnmean = torch.zeros((1, H), dtype=self.dtype, device=self.device)
+        self.bnvar = torch.ones((1, H), dtype=self.dtype, device=self.device)
 
-    @classmethod
-    def create(cls, config: MLPConfig, generator: torch.Generator, device="cpu", dtype=torch.float32) -> "MLP":
-        params = init_params(config, generator, dtype)
-        return cls(config, {k: v.to(device) for k, v in params.items()})
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.params.values())
+    @staticmethod
+    def param_names(config: MLPConfig) -> tuple[str, ...]:
+        return PARAM_NAMES
 
     # --- training: forward with cache, backward in reverse ---------------------------------
 
@@ -81,19 +83,18 @@ class MLP:
         h, tanh_cache = ops.tanh_forward(hpreact)  # (B, H)
         logits, l2_cache = ops.linear_forward(h, p["W2"], p["b2"])  # (B, V)
         loss, ce_cache = ops.cross_entropy_forward(logits, Y, reduce=self.reduce)
-        return loss, (emb.shape, emb_cache, l1_cache, bn_cache, tanh_cache, l2_cache, ce_cache)
+        return loss, Cache(emb.shape, emb_cache, l1_cache, bn_cache, tanh_cache, l2_cache, ce_cache)
 
-    def backward(self, cache) -> dict[str, torch.Tensor]:
+    def backward(self, cache: Cache) -> dict[str, torch.Tensor]:
         """Gradients of the loss with respect to every parameter: `forward` read bottom-up."""
-        emb_shape, emb_cache, l1_cache, bn_cache, tanh_cache, l2_cache, ce_cache = cache
         g = {}
-        dlogits = ops.cross_entropy_backward(1.0, ce_cache)  # (B, V)
-        dh, g["W2"], g["b2"] = ops.linear_backward(dlogits, l2_cache)  # (B, H)
-        dhpreact = ops.tanh_backward(dh, tanh_cache)  # (B, H)
-        dhprebn, g["bngain"], g["bnbias"] = ops.batchnorm_backward(dhpreact, bn_cache)  # (B, H)
-        dembcat, g["W1"], g["b1"] = ops.linear_backward(dhprebn, l1_cache)  # (B, T*E)
-        demb = dembcat.view(emb_shape)  # (B, T, E)
-        g["C"] = ops.embedding_backward(demb, emb_cache)  # (V, E)
+        dlogits = ops.cross_entropy_backward(1.0, cache.cross_entropy)  # (B, V)
+        dh, g["W2"], g["b2"] = ops.linear_backward(dlogits, cache.linear2)  # (B, H)
+        dhpreact = ops.tanh_backward(dh, cache.tanh)  # (B, H)
+        dhprebn, g["bngain"], g["bnbias"] = ops.batchnorm_backward(dhpreact, cache.batchnorm)  # (B, H)
+        dembcat, g["W1"], g["b1"] = ops.linear_backward(dhprebn, cache.linear1)  # (B, T*E)
+        demb = dembcat.view(cache.emb_shape)  # (B, T, E)
+        g["C"] = ops.embedding_backward(demb, cache.emb)  # (V, E)
         return {k: g[k] for k in PARAM_NAMES}
 
     # --- evaluation ----------------------------------------------------------------------
@@ -107,15 +108,13 @@ class MLP:
     def calibrate(self, X, chunk: int | None = None):
         """Batchnorm statistics over the whole training set, as the lecture does after training.
 
-        In chunks of rows (by default 2^19 / n_hidden of them: 4 MB per float64 (chunk, H) array),
-        summed in float64. Chunks of 65,536 rows made a ~260 MB peak at n_hidden 200 (1.3 GB at 1024),
-        more than the whole training run needed; chunks of 2^21 / n_hidden still rose ~80 MB above
-        the trained process, ~120 MB where the allocator kept the freed chunks (glibc raises its mmap
-        threshold on freeing a large block). With 2^19 / n_hidden: ~15 MB."""
+        In chunks of rows, summed in float64; by default 2^19 / n_hidden rows, so that a float64 (chunk, H)
+        array is 4 MB and calibrating adds a few MB to the trained process's memory (the allocator keeps
+        freed chunks of tens of MB: glibc raises its mmap threshold when a large block is freed)."""
         n = X.shape[0]
         H = self.config.n_hidden
         chunk = chunk or max(1, (1 << 19) // H)
-        dtype, device = self.params["W1"].dtype, self.params["W1"].device
+        dtype, device = self.dtype, self.device
         total = torch.zeros((1, H), dtype=torch.float64, device=device)
         total_sq = torch.zeros((1, H), dtype=torch.float64, device=device)
         for i in range(0, n, chunk):
@@ -137,15 +136,9 @@ class MLP:
     # --- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"params": {k: v.detach().cpu() for k, v in self.params.items()},
-                "bnmean": self.bnmean.cpu(), "bnvar": self.bnvar.cpu()}
+        return {**super().state_dict(), "bnmean": self.bnmean.cpu(), "bnvar": self.bnvar.cpu()}
 
     def load_state_dict(self, state: dict):
-        for k in PARAM_NAMES:
-            src = state["params"][k]
-            if src.shape != self.params[k].shape:
-                raise ValueError(f"parameter {k}: shape {tuple(src.shape)} in the checkpoint, "
-                                 f"{tuple(self.params[k].shape)} in the model")
-            self.params[k].copy_(src)
+        super().load_state_dict(state)
         self.bnmean = state["bnmean"].to(self.params["W1"])
         self.bnvar = state["bnvar"].to(self.params["W1"])

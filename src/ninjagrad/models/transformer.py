@@ -15,18 +15,20 @@ B batch, T context (block_size), E n_embd, V vocab, nh heads
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from .. import ops
 from ..errors import UsageError
+from .base import Model, ModelConfig
 
 BLOCK_PARAMS = ("ln1_w", "ln1_b", "Wqkv", "bqkv", "Wo", "bo", "ln2_w", "ln2_b", "W1", "b1", "W2", "b2")
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ModelConfig):
     vocab_size: int = 27  # characters plus '.'; set from the data
     block_size: int = 8  # context length, as the WaveNet's, so their val losses compare
     n_embd: int = 64  # width of the residual stream
@@ -41,9 +43,6 @@ class TransformerConfig:
         if self.n_embd % self.n_head:
             raise UsageError(f"--n-embd {self.n_embd} is not a multiple of --n-head {self.n_head}; "
                              "each head needs the same number of channels")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def param_names(config: TransformerConfig) -> tuple[str, ...]:
@@ -89,99 +88,110 @@ def next_char_targets(X, Y):
     return targets, mask
 
 
-class Transformer:
+class Block(NamedTuple):
+    """What one block's ops saved for the backward, in the order they ran."""
+    ln1: tuple
+    qkv: tuple
+    attention: tuple
+    proj: tuple
+    residual1: None
+    ln2: tuple
+    fc: tuple
+    gelu: tuple
+    fc_proj: tuple
+    residual2: None
+
+
+class Trunk(NamedTuple):
+    emb: tuple
+    position: tuple
+    blocks: list[Block]
+    lnf: tuple
+
+
+class Cache(NamedTuple):
+    trunk: Trunk
+    head: tuple
+    cross_entropy: tuple
+    logits_shape: torch.Size  # (B, T, V)
+
+
+class Transformer(Model):
     """Parameters, forward with cache and hand-written backward; no batchnorm, so no calibration."""
 
     name = "transformer"
     default_optimizer = "adamw"
-
-    def __init__(self, config: TransformerConfig, params: dict[str, torch.Tensor]):
-        self.config = config
-        self.params = params
-        self.names = param_names(config)
-        # Data-parallel runs set this to an all-reduce (sum across processes), so that the loss's
-        # mean is over the counted positions of the global batch; None means one process.
-        self.reduce = None
-
-    @classmethod
-    def create(cls, config: TransformerConfig, generator: torch.Generator, device="cpu",
-               dtype=torch.float32) -> "Transformer":
-        config.validate()
-        params = init_params(config, generator, dtype)
-        return cls(config, {k: v.to(device) for k, v in params.items()})
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.params.values())
+    init_params = staticmethod(init_params)
+    param_names = staticmethod(param_names)
 
     # --- forward and backward --------------------------------------------------------------
 
+    def _block(self, x, h: str):
+        """One pre-layernorm block on the residual stream x (B, T, E); `h` prefixes its parameters."""
+        p = self.params
+        a, c_ln1 = ops.layernorm_forward(x, p[h + "ln1_w"], p[h + "ln1_b"])  # (B, T, E)
+        a, c_qkv = ops.linear_forward(a, p[h + "Wqkv"], p[h + "bqkv"])  # (B, T, 3E)
+        a, c_att = ops.attention_forward(a, self.config.n_head)  # (B, T, E)
+        a, c_proj = ops.linear_forward(a, p[h + "Wo"], p[h + "bo"])  # (B, T, E)
+        x, c_res1 = ops.residual_forward(x, a)  # (B, T, E)
+        m, c_ln2 = ops.layernorm_forward(x, p[h + "ln2_w"], p[h + "ln2_b"])  # (B, T, E)
+        m, c_fc = ops.linear_forward(m, p[h + "W1"], p[h + "b1"])  # (B, T, 4E)
+        m, c_gelu = ops.gelu_forward(m)  # (B, T, 4E)
+        m, c_fc_proj = ops.linear_forward(m, p[h + "W2"], p[h + "b2"])  # (B, T, E)
+        x, c_res2 = ops.residual_forward(x, m)  # (B, T, E)
+        return x, Block(c_ln1, c_qkv, c_att, c_proj, c_res1, c_ln2, c_fc, c_gelu, c_fc_proj, c_res2)
+
+    def _block_backward(self, dx, c: Block, h: str, g: dict):
+        """`_block` read bottom-up: dx (B, T, E) of its output to dx of its input; its gradients into g."""
+        dx, dm = ops.residual_backward(dx, c.residual2)  # (B, T, E) both
+        dm, g[h + "W2"], g[h + "b2"] = ops.linear_backward(dm, c.fc_proj)  # (B, T, 4E)
+        dm = ops.gelu_backward(dm, c.gelu)  # (B, T, 4E)
+        dm, g[h + "W1"], g[h + "b1"] = ops.linear_backward(dm, c.fc)  # (B, T, E)
+        dm, g[h + "ln2_w"], g[h + "ln2_b"] = ops.layernorm_backward(dm, c.ln2)  # (B, T, E)
+        dx = dx + dm  # x fed both the residual and the MLP branch: their gradients add
+        dx, da = ops.residual_backward(dx, c.residual1)  # (B, T, E) both
+        da, g[h + "Wo"], g[h + "bo"] = ops.linear_backward(da, c.proj)  # (B, T, E)
+        da = ops.attention_backward(da, c.attention)  # (B, T, 3E)
+        da, g[h + "Wqkv"], g[h + "bqkv"] = ops.linear_backward(da, c.qkv)  # (B, T, E)
+        da, g[h + "ln1_w"], g[h + "ln1_b"] = ops.layernorm_backward(da, c.ln1)  # (B, T, E)
+        return dx + da  # x fed both the residual and the attention branch
+
     def _trunk(self, X):
         """Embeddings, blocks and the final layernorm: (B, T) -> (B, T, E), with every op's cache."""
-        p, nh = self.params, self.config.n_head
-        caches = []
-        x, cache = ops.embedding_forward(p["C"], X)  # (B, T, E)
-        caches.append(cache)
-        x, cache = ops.position_embedding_forward(x, p["P"])  # (B, T, E)
-        caches.append(cache)
+        p = self.params
+        x, emb_cache = ops.embedding_forward(p["C"], X)  # (B, T, E)
+        x, pos_cache = ops.position_embedding_forward(x, p["P"])  # (B, T, E)
+        blocks = []
         for layer in range(self.config.n_layer):
-            h = f"h{layer}."
-            a, c1 = ops.layernorm_forward(x, p[h + "ln1_w"], p[h + "ln1_b"])  # (B, T, E)
-            a, c2 = ops.linear_nd_forward(a, p[h + "Wqkv"], p[h + "bqkv"])  # (B, T, 3E)
-            a, c3 = ops.attention_forward(a, nh)  # (B, T, E)
-            a, c4 = ops.linear_nd_forward(a, p[h + "Wo"], p[h + "bo"])  # (B, T, E)
-            x, c5 = ops.residual_forward(x, a)  # (B, T, E)
-            m, c6 = ops.layernorm_forward(x, p[h + "ln2_w"], p[h + "ln2_b"])  # (B, T, E)
-            m, c7 = ops.linear_nd_forward(m, p[h + "W1"], p[h + "b1"])  # (B, T, 4E)
-            m, c8 = ops.gelu_forward(m)  # (B, T, 4E)
-            m, c9 = ops.linear_nd_forward(m, p[h + "W2"], p[h + "b2"])  # (B, T, E)
-            x, c10 = ops.residual_forward(x, m)  # (B, T, E)
-            caches.append((c1, c2, c3, c4, c5, c6, c7, c8, c9, c10))
-        x, cache = ops.layernorm_forward(x, p["lnf_w"], p["lnf_b"])  # (B, T, E)
-        caches.append(cache)
-        return x, caches
+            x, block = self._block(x, f"h{layer}.")
+            blocks.append(block)
+        x, lnf_cache = ops.layernorm_forward(x, p["lnf_w"], p["lnf_b"])  # (B, T, E)
+        return x, Trunk(emb_cache, pos_cache, blocks, lnf_cache)
 
     def forward(self, X, Y):
         """Mean loss over the counted positions of the batch, and the cache for `backward`."""
-        x, caches = self._trunk(X)  # (B, T, E)
-        logits, head_cache = ops.linear_nd_forward(x, self.params["Wout"], self.params["bout"])  # (B, T, V)
+        x, trunk = self._trunk(X)  # (B, T, E)
+        logits, head_cache = ops.linear_forward(x, self.params["Wout"], self.params["bout"])  # (B, T, V)
         targets, mask = next_char_targets(X, Y)  # (B, T)
         V = logits.shape[-1]
         loss, ce_cache = ops.cross_entropy_masked_forward(logits.reshape(-1, V), targets.reshape(-1), mask.reshape(-1),
                                                            reduce=self.reduce)
-        return loss, (caches, head_cache, ce_cache, logits.shape)
+        return loss, Cache(trunk, head_cache, ce_cache, logits.shape)
 
-    def backward(self, cache) -> dict[str, torch.Tensor]:
+    def backward(self, cache: Cache) -> dict[str, torch.Tensor]:
         """Gradients of the loss with respect to every parameter: `forward` read bottom-up."""
-        caches, head_cache, ce_cache, logits_shape = cache
-        caches = list(caches)
         g = {}
-        dlogits = ops.cross_entropy_masked_backward(1.0, ce_cache).view(logits_shape)  # (B, T, V)
-        dx, g["Wout"], g["bout"] = ops.linear_nd_backward(dlogits, head_cache)  # (B, T, E)
-        dx, g["lnf_w"], g["lnf_b"] = ops.layernorm_backward(dx, caches.pop())  # (B, T, E)
+        trunk = cache.trunk
+        dlogits = ops.cross_entropy_masked_backward(1.0, cache.cross_entropy).view(cache.logits_shape)  # (B, T, V)
+        dx, g["Wout"], g["bout"] = ops.linear_backward(dlogits, cache.head)  # (B, T, E)
+        dx, g["lnf_w"], g["lnf_b"] = ops.layernorm_backward(dx, trunk.lnf)  # (B, T, E)
         for layer in reversed(range(self.config.n_layer)):
-            h = f"h{layer}."
-            c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 = caches.pop()
-            dx, dm = ops.residual_backward(dx, c10)  # (B, T, E) both
-            dm, g[h + "W2"], g[h + "b2"] = ops.linear_nd_backward(dm, c9)  # (B, T, 4E)
-            dm = ops.gelu_backward(dm, c8)  # (B, T, 4E)
-            dm, g[h + "W1"], g[h + "b1"] = ops.linear_nd_backward(dm, c7)  # (B, T, E)
-            dm, g[h + "ln2_w"], g[h + "ln2_b"] = ops.layernorm_backward(dm, c6)  # (B, T, E)
-            dx = dx + dm  # x fed both the residual and the MLP branch: their gradients add
-            dx, da = ops.residual_backward(dx, c5)  # (B, T, E) both
-            da, g[h + "Wo"], g[h + "bo"] = ops.linear_nd_backward(da, c4)  # (B, T, E)
-            da = ops.attention_backward(da, c3)  # (B, T, 3E)
-            da, g[h + "Wqkv"], g[h + "bqkv"] = ops.linear_nd_backward(da, c2)  # (B, T, E)
-            da, g[h + "ln1_w"], g[h + "ln1_b"] = ops.layernorm_backward(da, c1)  # (B, T, E)
-            dx = dx + da  # x fed both the residual and the attention branch
-        dx, g["P"] = ops.position_embedding_backward(dx, caches.pop())  # (B, T, E)
-        g["C"] = ops.embedding_backward(dx, caches.pop())  # (V, E)
-        assert not caches, "backward must undo every op of forward"
+            dx = self._block_backward(dx, trunk.blocks[layer], f"h{layer}.", g)  # (B, T, E)
+        dx, g["P"] = ops.position_embedding_backward(dx, trunk.position)  # (B, T, E)
+        g["C"] = ops.embedding_backward(dx, trunk.emb)  # (V, E)
         return {k: g[k] for k in self.names}
 
     # --- evaluation ----------------------------------------------------------------------
-
-    def calibrate(self, X):
-        """Nothing to calibrate: layernorm uses each position's own statistics."""
 
     @torch.no_grad()
     def logits(self, X, chunk: int = 8192):
@@ -193,16 +203,3 @@ class Transformer:
         if not out:
             return torch.zeros((0, self.config.vocab_size), dtype=self.params["C"].dtype, device=X.device)
         return torch.cat(out)
-
-    # --- checkpoints -----------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        return {"params": {k: v.detach().cpu() for k, v in self.params.items()}}
-
-    def load_state_dict(self, state: dict):
-        for k in self.names:
-            src = state["params"][k]
-            if src.shape != self.params[k].shape:
-                raise ValueError(f"parameter {k}: shape {tuple(src.shape)} in the checkpoint, "
-                                 f"{tuple(self.params[k].shape)} in the model")
-            self.params[k].copy_(src)

@@ -13,16 +13,18 @@ B batch, T context (block_size), E n_embd, H n_hidden, V vocab, G groups left af
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from .. import ops
 from ..errors import UsageError
+from .base import Model, ModelConfig
 
 
 @dataclass
-class WaveNetConfig:
+class WaveNetConfig(ModelConfig):
     vocab_size: int = 27  # characters plus '.'; set from the data
     block_size: int = 8  # context length; must be merge ** n_levels (8 = 2^3 in the lecture)
     n_embd: int = 24  # dimensions of each character's embedding
@@ -43,9 +45,6 @@ class WaveNetConfig:
         if self.n_levels() < 1:
             raise UsageError(f"--block-size {self.block_size}: the wavenet merges {self.merge} positions per "
                              f"level, so the context must be a power of {self.merge} (e.g. 8)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def param_names(config: WaveNetConfig) -> tuple[str, ...]:
@@ -75,73 +74,66 @@ def init_params(config: WaveNetConfig, generator: torch.Generator, dtype=torch.f
     return {k: v.to(dtype) for k, v in p.items()}
 
 
-class WaveNet:
+class Level(NamedTuple):
+    """What one flatten-linear-batchnorm-tanh level saved for the backward."""
+    flatten: torch.Size
+    linear: tuple
+    batchnorm: tuple
+    tanh: torch.Tensor  # the level's output h (B, G, H)
+
+
+class Cache(NamedTuple):
+    emb: tuple
+    levels: list[Level]  # bottom-up
+    head: tuple  # the last linear's
+    cross_entropy: tuple
+
+
+class WaveNet(Model):
     """Parameters, batchnorm statistics for evaluation, forward with cache and hand-written backward."""
 
     name = "wavenet"
-    default_optimizer = "sgd"
+    init_params = staticmethod(init_params)
+    param_names = staticmethod(param_names)
 
     def __init__(self, config: WaveNetConfig, params: dict[str, torch.Tensor]):
-        self.config = config
-        self.params = params
-        self.names = param_names(config)
+        super().__init__(config, params)
         self.levels = config.n_levels()
-        like = params["C"]
         H = config.n_hidden
         # evaluation statistics of each level's batchnorm, set by `calibrate` over the training set
-        self.bnmean = [torch.zeros((1, H), dtype=like.dtype, device=like.device) for _ in range(self.levels)]
-        self.bnvar = [torch.ones((1, H), dtype=like.dtype, device=like.device) for _ in range(self.levels)]
-        # Data-parallel runs set this to an all-reduce (sum across processes), so that batchnorm's
-        # statistics and the loss's mean cover the global batch; None means one process.
-        self.reduce = None
-
-    @classmethod
-    def create(cls, config: WaveNetConfig, generator: torch.Generator, device="cpu", dtype=torch.float32) -> "WaveNet":
-        config.validate()
-        params = init_params(config, generator, dtype)
-        return cls(config, {k: v.to(device) for k, v in params.items()})
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.params.values())
+        self.bnmean = [torch.zeros((1, H), dtype=self.dtype, device=self.device) for _ in range(self.levels)]
+        self.bnvar = [torch.ones((1, H), dtype=self.dtype, device=self.device) for _ in range(self.levels)]
 
     # --- training: forward with cache, backward in reverse ---------------------------------
 
     def forward(self, X, Y):
         """Loss on a batch in training mode (batch statistics) and the cache for `backward`."""
         p, m = self.params, self.config.merge
-        caches = []
-        x, cache = ops.embedding_forward(p["C"], X)  # (B, T, E)
-        caches.append(cache)
+        x, emb_cache = ops.embedding_forward(p["C"], X)  # (B, T, E)
+        levels = []
         for i in range(1, self.levels + 1):
-            x, cache = ops.flatten_consecutive_forward(x, m)  # (B, G, m*E or m*H), G = T/m^i; (B, m*H) at the top
-            caches.append(cache)
-            x, cache = ops.linear_nd_forward(x, p[f"W{i}"], None)  # (B, G, H) no bias: batchnorm's bias does it
-            caches.append(cache)
-            x, cache = ops.batchnorm_nd_forward(x, p[f"bngain{i}"], p[f"bnbias{i}"], reduce=self.reduce)
-            caches.append(cache)
-            x, cache = ops.tanh_forward(x)  # (B, G, H)
-            caches.append(cache)
+            x, c_flat = ops.flatten_consecutive_forward(x, m)  # (B, G, m*E or m*H), G = T/m^i; (B, m*H) at the top
+            x, c_lin = ops.linear_forward(x, p[f"W{i}"], None)  # (B, G, H) no bias: batchnorm's bias does it
+            x, c_bn = ops.batchnorm_forward(x, p[f"bngain{i}"], p[f"bnbias{i}"], reduce=self.reduce)
+            x, c_tanh = ops.tanh_forward(x)  # (B, G, H)
+            levels.append(Level(c_flat, c_lin, c_bn, c_tanh))
         L = self.levels + 1
-        logits, cache = ops.linear_forward(x, p[f"W{L}"], p[f"b{L}"])  # (B, V)
-        caches.append(cache)
-        loss, cache = ops.cross_entropy_forward(logits, Y, reduce=self.reduce)
-        caches.append(cache)
-        return loss, caches
+        logits, head_cache = ops.linear_forward(x, p[f"W{L}"], p[f"b{L}"])  # (B, V)
+        loss, ce_cache = ops.cross_entropy_forward(logits, Y, reduce=self.reduce)
+        return loss, Cache(emb_cache, levels, head_cache, ce_cache)
 
-    def backward(self, caches) -> dict[str, torch.Tensor]:
+    def backward(self, cache: Cache) -> dict[str, torch.Tensor]:
         """Gradients of the loss with respect to every parameter: `forward` read bottom-up."""
-        caches = list(caches)
         g = {}
         L = self.levels + 1
-        dlogits = ops.cross_entropy_backward(1.0, caches.pop())  # (B, V)
-        dx, g[f"W{L}"], g[f"b{L}"] = ops.linear_backward(dlogits, caches.pop())  # (B, H)
-        for i in range(self.levels, 0, -1):
-            dx = ops.tanh_backward(dx, caches.pop())  # (B, G, H)
-            dx, g[f"bngain{i}"], g[f"bnbias{i}"] = ops.batchnorm_nd_backward(dx, caches.pop())
-            dx, g[f"W{i}"], _ = ops.linear_nd_backward(dx, caches.pop())  # (B, G, m*E or m*H)
-            dx = ops.flatten_consecutive_backward(dx, caches.pop())  # (B, m*G, E or H)
-        g["C"] = ops.embedding_backward(dx, caches.pop())  # (V, E)
-        assert not caches, "backward must undo every op of forward"
+        dlogits = ops.cross_entropy_backward(1.0, cache.cross_entropy)  # (B, V)
+        dx, g[f"W{L}"], g[f"b{L}"] = ops.linear_backward(dlogits, cache.head)  # (B, H)
+        for i, level in reversed(list(enumerate(cache.levels, start=1))):
+            dx = ops.tanh_backward(dx, level.tanh)  # (B, G, H)
+            dx, g[f"bngain{i}"], g[f"bnbias{i}"] = ops.batchnorm_backward(dx, level.batchnorm)
+            dx, g[f"W{i}"], _ = ops.linear_backward(dx, level.linear)  # (B, G, m*E or m*H)
+            dx = ops.flatten_consecutive_backward(dx, level.flatten)  # (B, m*G, E or H)
+        g["C"] = ops.embedding_backward(dx, cache.emb)  # (V, E)
         return {k: g[k] for k in self.names}
 
     # --- evaluation ----------------------------------------------------------------------
@@ -167,8 +159,8 @@ class WaveNet:
         bnmean/bnvar; level by level, since a level's inputs depend on the statistics below it.
 
         In chunks of rows, by default 2^21 / (n_hidden * block_size) of them, so that a level's
-        (rows, positions, H) output stays ~4 MB in float32 (8 MB as float64): 32,768 rows added ~200 MB
-        to the peak at the lecture's sizes (level 1: 32,768 x 4 x 128 values, then float64 copies)."""
+        (rows, positions, H) output is ~4 MB in float32 (8 MB as float64) and calibrating adds little
+        to the trained process's memory."""
         H = self.config.n_hidden
         chunk = chunk or max(1, (1 << 21) // (H * self.config.block_size))
         like = self.params["C"]
@@ -195,17 +187,10 @@ class WaveNet:
     # --- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"params": {k: v.detach().cpu() for k, v in self.params.items()},
-                "bnmean": [t.cpu() for t in self.bnmean], "bnvar": [t.cpu() for t in self.bnvar]}
+        return {**super().state_dict(), "bnmean": [t.cpu() for t in self.bnmean],
+                "bnvar": [t.cpu() for t in self.bnvar]}
 
     def load_state_dict(self, state: dict):
-        for k in self.names:
-            src = state["params"][k]
-            if src.shape != self.params[k].shape:
-                raise ValueError(f"parameter {k}: shape {tuple(src.shape)} in the checkpoint, "
-                                 f"{tuple(self.params[k].shape)} in the model")
-            self.params[k].copy_(src)
-        like = self.params["C"]
-        self.bnmean = [t.to(like) for t in state["bnmean"]]
-        self.bnvar = [t.to(like) for t in state["bnvar"]]
-
+        super().load_state_dict(state)
+        self.bnmean = [t.to(self.params["C"]) for t in state["bnmean"]]
+        self.bnvar = [t.to(self.params["C"]) for t in state["bnvar"]]
