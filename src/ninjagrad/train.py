@@ -11,6 +11,8 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +22,11 @@ import torch
 from . import checkpoint as ckpt
 from .data import Splits, load_corpus, make_splits
 from .distributed import DataParallel
-from .engines import ENGINES, autograd_loss_and_grads, make_engine
-from .engines.data_parallel import DataParallelEngine
+from .engines import ENGINES, make_engine
 from .engines.fast import kernel_missing
 from .engines.threads import choose_threads, explain, step_size
 from .errors import UsageError
-from .models import MODELS
+from .models import MODELS, Model
 from .optim import OPTIMIZERS, lecture_lr, make_optimizer
 from .progress import make_progress
 from .sample import sample_words
@@ -96,7 +97,8 @@ def check_device(device: str):
         return
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+            raise UsageError(f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA GPU; "
+                             "use --device cpu")
         return
     raise UsageError(f"--device {device}: use cpu or cuda")
 
@@ -107,7 +109,7 @@ def default_device() -> str:
 
 def optimizer_name(cfg: TrainConfig) -> str:
     """The update the run makes: --optimizer, else the model's own (sgd for the lecture's MLP)."""
-    return cfg.optimizer or getattr(MODELS[cfg.model][0], "default_optimizer", "sgd")
+    return cfg.optimizer or MODELS[cfg.model][0].default_optimizer
 
 
 # --- the default engine: fast wherever it applies ------------------------------------------------
@@ -164,16 +166,12 @@ def default_threads(model, Xtr: torch.Tensor, Ytr: torch.Tensor, batch_size: int
 
 # ---------------------------------------------------------------------------------------------
 
-def build_model(cfg: TrainConfig, vocab_size: int, generator: torch.Generator):
+def build_model(cfg: TrainConfig, vocab_size: int, generator: torch.Generator) -> Model:
     cls, config_cls = MODELS[cfg.model]
-    mc = dict(cfg.model_config)
-    mc["vocab_size"] = vocab_size
     try:
-        model_config = config_cls(**mc)
+        model_config = config_cls(**{**cfg.model_config, "vocab_size": vocab_size})
     except TypeError as e:
         raise UsageError(f"model {cfg.model}: {e}") from None
-    if hasattr(model_config, "validate"):
-        model_config.validate()
     return cls.create(model_config, generator, device=cfg.device, dtype=getattr(torch, cfg.dtype))
 
 
@@ -188,23 +186,6 @@ def split_loss(model, X, Y, chunk: int = 8192) -> float:
     return total / X.shape[0]
 
 
-def grads_disagree(grads: dict, ref: dict, dtype: torch.dtype) -> tuple[str, float] | None:
-    """The first parameter whose gradient differs from the reference beyond float tolerance.
-
-    Tolerance is relative to each gradient's own scale, with a floor at a small fraction of the
-    largest gradient of the step (b1's true gradient is zero: batchnorm removes it)."""
-    rtol = 1e-3 if dtype == torch.float32 else 1e-8
-    floor = max(r.abs().max().item() for r in ref.values()) * rtol * 1e-2
-    for k, r in ref.items():
-        g = grads.get(k)
-        if g is None or g.shape != r.shape:
-            return k, float("inf")
-        diff = (g - r).abs().max().item()
-        if not math.isfinite(diff) or diff > rtol * r.abs().max().item() + floor:
-            return k, diff
-    return None
-
-
 class Interrupted(Exception):
     def __init__(self, signum: int):
         self.signum = signum
@@ -215,6 +196,33 @@ class TrainingStopped(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+
+def chunk_length(i: int, steps: int, most: int, periods: list[int], decay_step: int) -> int:
+    """How many steps from step i can share one call to the engine: up to `most` (the engine's
+    chunk_size), but never past a multiple of one of the `periods` (0: none), the learning rate's decay
+    or the end, so that the run, its checkpoints and its random minibatches are the same step for step
+    as one step at a time."""
+    n = min(most, steps - i)
+    for period in periods:
+        if period:
+            n = min(n, period - i % period)
+    if i < decay_step:
+        n = min(n, decay_step - i)
+    return max(n, 1)
+
+
+@dataclass
+class Every:
+    """Something the loop does after each step that completes a multiple of `period` (0: never), but
+    not after the last step (the run's end does it its own way)."""
+
+    name: str
+    period: int
+    action: Callable[[], None]
+
+    def due(self, step: int, steps: int) -> bool:
+        return bool(self.period) and step % self.period == 0 and step < steps
+
 
 class Run:
     """Everything one training run needs, created fresh or restored from a checkpoint."""
@@ -228,34 +236,35 @@ class Run:
         self.dp = dp  # a DataParallel when launched by torchrun with several processes, else None
         self.writer = dp is None or dp.is_writer  # only one process writes the run folder
         self.notes: list[str] = []  # lines about the choices made for the run (engine, threads), said once
-        if cfg.engine is None:
-            cfg.engine, note = ("user", None) if cfg.backward is not None else default_engine(cfg, dp)
-            self.notes += [note] if note else []
-        dev = cfg.device
-        self.Xtr, self.Ytr = splits.Xtr.to(dev), splits.Ytr.to(dev)
+        self.Xtr, self.Ytr = splits.Xtr.to(cfg.device), splits.Ytr.to(cfg.device)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.model = build_model(cfg, len(splits.vocab), self.generator)
-        if cfg.threads is None:  # chosen before the engine exists: a data-parallel model would all-reduce
-            local_batch = cfg.batch_size // (dp.world_size if dp is not None else 1)
-            cfg.threads, why = default_threads(self.model, self.Xtr, self.Ytr, local_batch)
-            self.notes.append(f"threads {cfg.threads}: {why}")
-        torch.set_num_threads(cfg.threads)
+        self.choose_engine()
+        self.choose_threads()  # before the engine exists: a data-parallel model would all-reduce
         optimizer = make_optimizer(optimizer_name(cfg), cfg.weight_decay)
-        if cfg.backward is not None:  # exercise 4: the learner's backward(...), verified by the grader
-            from .engines.user import UserEngine
-            self.engine = UserEngine(self.model, self.Xtr, self.Ytr, optimizer, path=cfg.backward)
-        else:
-            self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer)
-        if dp is not None:
-            if cfg.engine != "manual" or cfg.backward is not None:
-                raise UsageError(f"--engine {cfg.engine}: data-parallel runs all-reduce the manual engine's "
-                                 "gradients; use --engine manual")
-            self.engine = DataParallelEngine(self.engine, dp)
+        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer, backward=cfg.backward, dp=dp)
         self.step = 0  # steps done
         self.losses: list[float] = []
         self.evals: list[tuple[int, float, float]] = []
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # wall seconds of the step loop alone: drawing minibatches and the steps
         self.saved_step = 0  # the step of the newest checkpoint on disk
+        # what happens between steps, in this order; chunks of steps end where one of them is due
+        self.every = [Every("checkpoint", cfg.checkpoint_every, self.checkpoint),
+                      Every("evaluation", cfg.eval_every, self.evaluate_and_report)]
+
+    def choose_engine(self):
+        cfg = self.cfg
+        if cfg.engine is None:
+            cfg.engine, note = ("user", None) if cfg.backward is not None else default_engine(cfg, self.dp)
+            self.notes += [note] if note else []
+
+    def choose_threads(self):
+        cfg = self.cfg
+        if cfg.threads is None:
+            local_batch = cfg.batch_size // (self.dp.world_size if self.dp is not None else 1)
+            cfg.threads, why = default_threads(self.model, self.Xtr, self.Ytr, local_batch)
+            self.notes.append(f"threads {cfg.threads}: {why}")
+        torch.set_num_threads(cfg.threads)
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -277,7 +286,7 @@ class Run:
         }
 
     def save(self):
-        self.sync()
+        self.engine.sync_to_model()
         self.saved_step = self.step
         if not self.writer:
             return
@@ -286,10 +295,9 @@ class Run:
 
     def restore(self, payload: dict):
         self.model.load_state_dict(payload["state"])
-        if hasattr(self.engine, "sync_from_model"):
-            self.engine.sync_from_model()
+        self.engine.sync_from_model()
         self.engine.optimizer.load_state_dict(payload["optimizer"])
-        self.engine.load_state(payload.get("engine", {}))  # older checkpoints have none
+        self.engine.load_state(payload.get("engine", {}))  # checkpoints of version 1 may have none
         self.step = int(payload["step"])
         self.generator.set_state(payload["rng"])
         self.losses = payload["losses"].tolist()
@@ -307,10 +315,19 @@ class Run:
             rows = ["step,train_loss,val_loss"] + [f"{s},{a:.6f},{b:.6f}" for s, a, b in self.evals]
             ckpt.atomic_write_text(self.out / "evals.csv", "\n".join(rows) + "\n")
 
-    # --- the loop ------------------------------------------------------------------------
+    # --- what happens between steps ---------------------------------------------------------
+
+    def checkpoint(self):
+        """A checkpoint, unless a parameter is no longer finite (the last good one stays)."""
+        self.engine.sync_to_model()
+        if not all(torch.isfinite(p).all() for p in self.model.params.values()):
+            raise TrainingStopped(f"step {self.step}: a parameter is no longer finite; stopping (try a smaller "
+                                  f"--lr). The last good checkpoint, at step {self.saved_step}, is in {self.out}")
+        self.save()
 
     def evaluate(self) -> tuple[float, float]:
-        self.sync()
+        """Train and val loss in evaluation mode, batchnorm calibrated over the training set first."""
+        self.engine.sync_to_model()
         self.engine.release_buffers()
         self.model.calibrate(self.Xtr)
         dev = self.cfg.device
@@ -318,88 +335,73 @@ class Run:
         va = split_loss(self.model, self.splits.Xdev.to(dev), self.splits.Ydev.to(dev))
         return tr, va
 
-    def sync(self):
-        if hasattr(self.engine, "sync_to_model"):
-            self.engine.sync_to_model()
+    def evaluate_and_report(self):
+        tr, va = self.evaluate()
+        self.evals.append((self.step, tr, va))
+        if self.console is not None:
+            self.console.log(f"step {self.step:>7}  train {tr:.4f}  val {va:.4f}")
 
     def verify(self, ix):
-        """Hold this step's gradients to autograd's on the same minibatch."""
-        self.sync()
-        if hasattr(self.engine, "diagnose"):  # a learner's backward: the grader's verdicts and diagnosis
-            problem = self.engine.diagnose(ix)
-            if problem is not None:
-                raise TrainingStopped(f"step {self.step}: your backward disagrees with autograd: {problem}. "
-                                      f"Stopping; check one step with `ninjagrad check {self.cfg.backward}`")
-            return
-        _, grads = self.engine.loss_and_grads(ix)
-        _, ref = autograd_loss_and_grads(self.model, self.Xtr[ix], self.Ytr[ix])
-        bad = grads_disagree(grads, ref, next(iter(self.model.params.values())).dtype)
-        if bad is not None:
-            name, diff = bad
-            raise TrainingStopped(
-                f"step {self.step}: the {self.cfg.engine} engine's gradient of {name} disagrees with autograd "
-                f"(max abs diff {diff:.3g}); stopping. The last good checkpoint is in {self.out}")
+        """Hold this step's gradients to autograd's on the same minibatch; stop the run if they disagree."""
+        problem = self.engine.check_gradients(ix)
+        if problem is not None:
+            raise TrainingStopped(f"step {self.step}: {problem}; stopping. The last good checkpoint, at step "
+                                  f"{self.saved_step}, is in {self.out}")
 
-    def chunk_length(self, i: int) -> int:
-        """How many steps from step i can share one call to the engine: as many as it takes
-        (`engine.chunk_size`), but never past a step where something else happens (a checkpoint, an
-        evaluation, a verification, the learning rate's decay, the end), so that the run, its
-        checkpoints and its random minibatches are the same step for step as one step at a time."""
-        cfg = self.cfg
-        n = min(self.engine.chunk_size(cfg.batch_size), cfg.steps - i, cfg.checkpoint_every - i % cfg.checkpoint_every)
-        if cfg.eval_every:
-            n = min(n, cfg.eval_every - i % cfg.eval_every)
-        if cfg.verify_every:  # step i itself may be verified; the next verified step starts a chunk
-            n = min(n, cfg.verify_every - i % cfg.verify_every)
-        if i < cfg.decay_step():
-            n = min(n, cfg.decay_step() - i)
-        return max(n, 1)
+    # --- the loop ------------------------------------------------------------------------
 
     def train(self, stop_flag: list, on_progress=None):
+        """Steps until cfg.steps, a chunk of them at a time: stop if a signal came; draw the chunk's
+        minibatches; verify its first step when that is due; take the steps; record their losses; then
+        whatever is due after the chunk's last step (a checkpoint, an evaluation); report progress."""
         cfg = self.cfg
-        N = self.Xtr.shape[0]
-        decay = cfg.decay_step()
-        device = torch.device(cfg.device)
-        on_cpu = device.type == "cpu"  # then the indices are where they must be: skip .to (~0.5 µs a step)
         while self.step < cfg.steps:
-            if (self.dp.any(bool(stop_flag)) if self.dp is not None else stop_flag):
-                raise Interrupted(stop_flag[0] if stop_flag else signal.SIGTERM)
-            i = self.step
-            n = self.chunk_length(i)
-            t0 = time.perf_counter()
-            # n minibatches in one draw: torch's CPU generator fills the (n, B) tensor with the same
-            # numbers, in the same order, as n draws of (B,) (tests/test_fast_engine.py holds it to that)
-            ixs = torch.randint(0, N, (n, cfg.batch_size), generator=self.generator)
-            if not on_cpu:
-                ixs = ixs.to(device)
-            if cfg.verify_every and i % cfg.verify_every == 0:
-                self.train_seconds += time.perf_counter() - t0
+            self.stop_if_signalled(stop_flag)
+            ixs = self.timed(self.draw, self.chunk_length(self.step))
+            if cfg.verify_every and self.step % cfg.verify_every == 0:
                 self.verify(ixs[0])
-                t0 = time.perf_counter()
-            losses = self.engine.steps(ixs, lecture_lr(i, cfg.lr, decay))
-            self.train_seconds += time.perf_counter() - t0
-            for k, loss in enumerate(losses):
-                if not math.isfinite(loss):
-                    self.losses.extend(losses[:k])
-                    self.step = i + k
-                    raise TrainingStopped(f"step {i + k}: the loss is {loss}; stopping (try a smaller --lr). The "
-                                          f"last good checkpoint, at step {self.saved_step}, is in {self.out}")
-            self.losses.extend(losses)
-            self.step = i + len(losses)
-            if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                self.sync()
-                if not all(torch.isfinite(p).all() for p in self.model.params.values()):
-                    raise TrainingStopped(f"step {self.step}: a parameter is no longer finite; stopping (try a "
-                                          f"smaller --lr). The last good checkpoint, at step {self.saved_step}, "
-                                          f"is in {self.out}")
-                self.save()
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                tr, va = self.evaluate()
-                self.evals.append((self.step, tr, va))
-                if self.console is not None:
-                    self.console.log(f"step {self.step:>7}  train {tr:.4f}  val {va:.4f}")
+            lr = lecture_lr(self.step, cfg.lr, cfg.decay_step())
+            self.record(self.timed(self.engine.steps, ixs, lr))
+            for event in self.every:
+                if event.due(self.step, cfg.steps):
+                    event.action()
             if on_progress is not None:
                 on_progress(self)
+
+    def stop_if_signalled(self, stop_flag: list):
+        """Interrupted when a signal has come (to any process of a data-parallel run)."""
+        if self.dp.any(bool(stop_flag)) if self.dp is not None else stop_flag:
+            raise Interrupted(stop_flag[0] if stop_flag else signal.SIGTERM)
+
+    def chunk_length(self, i: int) -> int:
+        cfg = self.cfg
+        periods = [cfg.verify_every] + [e.period for e in self.every]  # step i itself may be verified
+        return chunk_length(i, cfg.steps, self.engine.chunk_size(cfg.batch_size), periods, cfg.decay_step())
+
+    def draw(self, n: int) -> torch.Tensor:
+        """n minibatches (n, B) in one draw: torch's CPU generator fills the (n, B) tensor with the same
+        numbers, in the same order, as n draws of (B,) (tests/test_fast_engine.py holds it to that)."""
+        ixs = torch.randint(0, self.Xtr.shape[0], (n, self.cfg.batch_size), generator=self.generator)
+        return ixs if self.cfg.device == "cpu" else ixs.to(self.cfg.device)
+
+    def timed(self, fn, *args):
+        """fn(*args), its wall time added to train_seconds."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.train_seconds += time.perf_counter() - t0
+
+    def record(self, losses: list[float]):
+        """The chunk's losses, up to the first one that is not finite, which stops the run."""
+        for k, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                self.losses.extend(losses[:k])
+                self.step += k
+                raise TrainingStopped(f"step {self.step}: the loss is {loss}; stopping (try a smaller --lr). The "
+                                      f"last good checkpoint, at step {self.saved_step}, is in {self.out}")
+        self.losses.extend(losses)
+        self.step += len(losses)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,11 +439,17 @@ def join_data_parallel(cfg: TrainConfig):
     return dp
 
 
+def load_splits(cfg: TrainConfig) -> tuple[Splits, str]:
+    """The run's corpus split 80/10/10 into context windows, and where the words came from."""
+    words, source = load_corpus(cfg.data, cfg.year)
+    return make_splits(words, block_size_of(cfg), source), source
+
+
 def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
+    """A new run: its folder, config.json and the checkpoint of step 0."""
     cfg.validate()
     dp = join_data_parallel(cfg)
-    words, source = load_corpus(cfg.data, cfg.year)
-    splits = make_splits(words, block_size_of(cfg), source)
+    splits, source = load_splits(cfg)
     if dp is None:
         path = new_out_dir(out)
     else:  # rank 0 makes the folder (its timestamp names it) and tells the others
@@ -459,6 +467,7 @@ def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
 
 
 def resume_run(run_dir: str, console=None) -> Run:
+    """The run in `run_dir`, at the step of its checkpoint, with its saved settings."""
     path = Path(run_dir)
     payload = ckpt.load_checkpoint(path)
     try:
@@ -467,8 +476,7 @@ def resume_run(run_dir: str, console=None) -> Run:
         raise UsageError(f"{path}: checkpoint settings unreadable ({e})") from None
     cfg.validate()
     dp = join_data_parallel(cfg)
-    words, source = load_corpus(cfg.data, cfg.year)
-    splits = make_splits(words, block_size_of(cfg), source)
+    splits, source = load_splits(cfg)
     if list(splits.vocab.itos) != list(payload["vocab"]):
         raise UsageError(f"{path}: the corpus {source} no longer gives the vocabulary this run was trained on")
     run = Run(cfg, path, splits, source, console, dp)
@@ -481,7 +489,8 @@ def resume_run(run_dir: str, console=None) -> Run:
 
 def plot_losses(losses: list[float], path: Path):
     """log10 of the loss, averaged over chunks of 1000 steps, as the lecture plots it."""
-    import matplotlib
+    import matplotlib  # imported here, as a run ends: pyplot takes ~0.5 s to import, which a run pays once
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -504,7 +513,7 @@ def plot_losses(losses: list[float], path: Path):
 def finish(run: Run) -> dict:
     """Calibrate batchnorm, evaluate every split, sample, write the run folder; return the summary."""
     cfg = run.cfg
-    run.sync()
+    run.engine.sync_to_model()
     run.engine.release_buffers()
     run.model.calibrate(run.Xtr)
     run.save()
@@ -513,9 +522,6 @@ def finish(run: Run) -> dict:
               for name in ("train", "val", "test")}
     g = torch.Generator(device="cpu").manual_seed(cfg.seed + 10)  # the lecture samples with seed + 10
     samples = sample_words(run.model, run.splits.vocab, cfg.num_samples, g)
-    if run.writer:
-        ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
-        plot_losses(run.losses, run.out / "loss.png")
     summary = {
         "train_loss": losses["train"], "val_loss": losses["val"], "test_loss": losses["test"],
         "steps": run.step, "train_seconds": run.train_seconds,
@@ -526,32 +532,32 @@ def finish(run: Run) -> dict:
     if run.dp is not None:
         summary["processes"] = run.dp.world_size
     if run.writer:
+        ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
+        plot_losses(run.losses, run.out / "loss.png")
         ckpt.atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    summary["samples"] = samples
-    return summary
+    return {**summary, "samples": samples}
+
+
+@contextmanager
+def signals_to(stop: list[int]):
+    """While the block runs, SIGINT and SIGTERM are appended to `stop` (the loop stops between steps)."""
+    handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
 
 
 def execute(run: Run, show_progress: bool = True) -> dict:
     """Train to the end (or until a signal), then finish. Ctrl-C and SIGTERM save a checkpoint."""
     stop: list[int] = []
-    handlers = {}
-
-    def on_signal(signum, frame):
-        stop.append(signum)
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        handlers[s] = signal.signal(s, on_signal)
-    try:
-        progress = make_progress(run.cfg.steps, run.step, show_progress and run.writer, run.console)
-        with progress:
-            try:
-                run.train(stop, lambda r: progress.update(r.step, r.losses[-1]))
-            except Interrupted:
-                run.save()
-                raise
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    with signals_to(stop), make_progress(run.cfg.steps, run.step, show_progress and run.writer, run.console) as bar:
+        try:
+            run.train(stop, lambda r: bar.update(r.step, r.losses[-1]))
+        except Interrupted:
+            run.save()
+            raise
     try:
         return finish(run)
     finally:

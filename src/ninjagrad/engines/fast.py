@@ -12,7 +12,7 @@ The engine keeps its own copy of the parameters, with W2 transposed, in one flat
 arguments as possible); `sync_to_model` copies it into the model's tensors, and train.py calls it
 before every checkpoint, evaluation and verification.
 
-On a CUDA device `make_fast_engine` returns the CUDA-graph engine of fast_cuda.py instead.
+On a CUDA device, `--engine fast` is the CUDA-graph engine of fast_cuda.py instead (engines.make_engine).
 
 B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab
 """
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..models.mlp import MLP, PARAM_NAMES
 from .base import Engine
 from .threads import cores
 
@@ -121,12 +122,10 @@ def set_blas_threads(n: int):
 
 def check_supported(model, optimizer):
     """The fast engine implements the lecture's MLP with the lecture's SGD update, nothing else."""
-    from ..models.mlp import MLP, PARAM_NAMES
-
     if not isinstance(model, MLP):
-        raise UsageError(f"--engine fast: the {getattr(model, 'name', type(model).__name__)} model has no fast "
-                         "path (only the lecture's mlp does); use --engine manual")
-    if getattr(optimizer, "name", "sgd") != "sgd":
+        raise UsageError(f"--engine fast: the {model.name} model has no fast path (only the lecture's mlp "
+                         "does); use --engine manual")
+    if optimizer.name != "sgd":
         raise UsageError(f"--engine fast: implements the lecture's SGD update, not {optimizer.name}; "
                          "use --optimizer sgd or --engine manual")
     missing = [k for k in PARAM_NAMES if k not in model.params]
@@ -380,13 +379,3 @@ class FastEngine(Engine):
             grads[k] = torch.from_numpy(np.array(g, order="C")).view(t.shape)  # a copy: buffers are reused
         self.gviews["C"][...] = 0  # dC all zero again for the next step, as an update leaves it
         return loss, grads
-
-
-def make_fast_engine(model, Xtr, Ytr, optimizer=None) -> Engine:
-    """`--engine fast`: the compiled engine on the CPU, CUDA graphs over the hand-written step on a GPU."""
-    check_supported(model, optimizer)
-    if model.params["W1"].device.type == "cuda":
-        from .fast_cuda import FastCUDAEngine
-
-        return FastCUDAEngine(model, Xtr, Ytr, optimizer)
-    return FastEngine(model, Xtr, Ytr, optimizer)

@@ -7,6 +7,8 @@ from .base import Engine
 
 
 class ManualEngine(Engine):
+    """The model's forward, then its hand-written backward, op by op in eager torch."""
+
     name = "manual"
 
     @torch.no_grad()

@@ -2,8 +2,9 @@
 
 Each step runs exercise 4's forward script (the lecture's forward, every intermediate named) on the
 minibatch, then calls the learner's `backward` with the forward values it asks for by parameter name.
-`diagnose(ix)` holds one step to autograd with the grader's verdicts; train.py calls it at step 0
-and every --verify-every steps and stops with its message when a gradient is wrong.
+`check_gradients(ix)` holds one step to autograd with the grader's verdicts and diagnosis (`diagnose`);
+train.py calls it at step 0 and every --verify-every steps and stops with its message when a gradient
+is wrong.
 """
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import builtins
 import torch
 import torch.nn.functional as F
 
+from ..check.core import judge_function
+from ..check.exercises import get_exercise
+from ..check.files import read_source
+from ..check.runner import define_function, invoke, parse_learner
+from ..check.trace import parse_forward, run_forward, trace_forward
+from ..check.verdicts import OK
 from ..errors import UsageError
 from .base import Engine
 
@@ -20,15 +27,12 @@ EXTRA_NAMES = ("torch", "F", "n", "batch_size", "Xb", "Yb", "vocab_size", "n_emb
 
 
 class UserEngine(Engine):
+    """Exercise 4's forward script, then the learner's backward(...), on every minibatch."""
+
     name = "user"
 
     def __init__(self, model, Xtr, Ytr, optimizer=None, path: str | None = None):
         super().__init__(model, Xtr, Ytr, optimizer)
-        from ..check.exercises import get_exercise
-        from ..check.files import read_source
-        from ..check.runner import define_function, parse_learner
-        from ..check.trace import parse_forward
-
         if path is None:
             raise UsageError("--backward FILE: give the file that defines backward(...) (`ninjagrad exercise 4`)")
         self.path = path
@@ -38,7 +42,7 @@ class UserEngine(Engine):
         self.fn, err = define_function(self.lf, self.ex.function, torch.get_default_dtype())
         if err is not None:
             raise UsageError(f"{path}:{err.line}: {err.message}")
-        if not all(hasattr(model.config, k) for k in ("vocab_size", "n_embd", "n_hidden", "block_size")):
+        if model.name != "mlp":
             raise UsageError("--backward: exercise 4's forward is the lecture's MLP; use --model mlp")
         known = set(model.params) | set(EXTRA_NAMES) | set(dir(builtins))
         needed = {x for st in self.statements for x in st.reads} - {st.target for st in self.statements}
@@ -57,9 +61,6 @@ class UserEngine(Engine):
 
     @torch.no_grad()
     def loss_and_grads(self, ix):
-        from ..check.runner import invoke
-        from ..check.trace import run_forward
-
         params = self.model.params
         ns = run_forward(self.statements, {**self.extras(ix), **params})
         # no copies: training owns these tensors, and a learner who edits them in place only hurts the run
@@ -77,12 +78,14 @@ class UserEngine(Engine):
 
     # --- verification ------------------------------------------------------------------------------
 
+    def check_gradients(self, ix) -> str | None:
+        problem = self.diagnose(ix)
+        if problem is None:
+            return None
+        return f"your backward disagrees with autograd: {problem} (check one step with `ninjagrad check {self.path}`)"
+
     def diagnose(self, ix) -> str | None:
         """None when every gradient is exact or rounding on this minibatch, else the grader's findings."""
-        from ..check.core import judge_function
-        from ..check.trace import trace_forward
-        from ..check.verdicts import OK
-
         extras = self.extras(ix)
         params = self.model.params
         t_native = trace_forward(self.statements, params, extras, self.ex.output)
