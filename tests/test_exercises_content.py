@@ -4,15 +4,21 @@ from __future__ import annotations
 import pytest
 
 from ninjagrad.check.commands import hint_levels
-from ninjagrad.check.program import static_nodes
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.exercises import all_exercises, exercise_of_file, sections
+from ninjagrad.check.program import static_nodes
 
 IDS = sorted(all_exercises())
 
 
-def test_the_four_exercises():
+def test_the_lectures_four_exercises_then_five_more():
+    """1-4 are the lecture's, on its MLP and one forward script (exercise 1's); 5-9 go beyond it."""
+    exercises = all_exercises()
     assert IDS == list(range(1, 10))
+    assert [exercises[i].model for i in range(1, 5)] == ["mlp"] * 4
+    assert [exercises[i].forward_of for i in range(2, 5)] == [exercises[1].folder] * 3
+    assert exercises[4].kind == "function"  # a backward(...) that `ninjagrad train --backward` trains with
+    assert all(exercises[i].model != "mlp" for i in range(5, 10))
 
 
 @pytest.mark.parametrize("number", IDS)
@@ -53,4 +59,5 @@ def test_fused_forms_of_exercises_2_and_3():
     assert "bndiff2" in r["diagnosis"]["message"] and "Bessel" in r["diagnosis"]["message"]
     no_mean = sol.replace(" - dhpreact.sum(0)", "")  # drops the path through the mean
     (r,) = check_source("m.py", no_mean, ctx3)["results"]
-    assert r["verdict"] == "wrong" and r["diagnosis"]["kind"] == "missing_branch" and "bnmeani" in r["diagnosis"]["message"]
+    assert r["verdict"] == "wrong" and r["diagnosis"]["kind"] == "missing_branch"
+    assert "bnmeani" in r["diagnosis"]["message"]

@@ -28,7 +28,8 @@ def cases(B=32, T=3, E=10, H=64, V=27, seed=0):
                       [randn(B, H, seed=seed, scale=3.0, shift=0.5), randn(1, H, seed=seed + 1, scale=0.1, shift=1.0),
                        randn(1, H, seed=seed + 2, scale=0.1)]),
         "tanh": (ops.tanh_forward, ops.tanh_backward, [randn(B, H, seed=seed, scale=2.0)]),
-        "cross_entropy": (ops.cross_entropy_forward, ops.cross_entropy_backward, [randn(B, V, seed=seed, scale=2.0), Y]),
+        "cross_entropy": (ops.cross_entropy_forward, ops.cross_entropy_backward,
+                          [randn(B, V, seed=seed, scale=2.0), Y]),
     }
 
 
@@ -80,3 +81,21 @@ def test_ops_any_shape(B, T, E, H, V, seed):
         for mine, ref in check_op(fwd, bwd, inputs, torch.float64, seed=seed):
             # b1-like gradients can be exactly zero; compare against a floor then
             assert (mine - ref).abs().max().item() <= 1e-10 * max(ref.abs().max().item(), 1.0), name
+
+
+def test_check_op_fails_a_backward_that_returns_too_few_or_none():
+    """check_op pairs gradients with inputs: a backward that drops one, or gives None for a tensor,
+    must fail there rather than be compared on what it did return."""
+    fwd, bwd, inputs = cases()["batchnorm"]
+
+    def two(dout, cache):
+        return bwd(dout, cache)[:2]  # no dbias
+
+    def none_for_gain(dout, cache):
+        dx, _, dbias = bwd(dout, cache)
+        return dx, None, dbias
+
+    for broken in (two, none_for_gain):
+        with pytest.raises(AssertionError):
+            check_op(fwd, broken, inputs)
+    check_op(fwd, bwd, inputs)  # the op itself passes

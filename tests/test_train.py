@@ -171,3 +171,59 @@ def test_resume_rejects_other_flags(small_words, tmp_path):
 def test_verify_every_passes_for_the_manual_engine(small_words, tmp_path):
     r = cli(*small_run_args(small_words, tmp_path / "v", steps=100, verify_every=10))
     assert r.returncode == 0, r.stderr
+
+
+# --- --verify-every stops a run whose gradients go wrong ------------------------------------------------
+
+def bessel_off_from(broken: list):
+    """Wraps an engine's loss_and_grads: while broken[0], dbngain comes back n/(n-1) times too large."""
+    def wrap(loss_and_grads):
+        def wrapped(self, ix):
+            loss, grads = loss_and_grads(self, ix)
+            if broken[0]:
+                n = ix.shape[0]
+                grads = {**grads, "bngain": grads["bngain"] * n / (n - 1)}
+            return loss, grads
+        return wrapped
+    return wrap
+
+
+@pytest.mark.parametrize("engine", ["manual", "fast", "autograd"])
+def test_verify_every_stops_the_run_at_the_first_verified_step_that_disagrees(small_words, tmp_path, monkeypatch,
+                                                                             engine):
+    """Gradients that go wrong after step 5 of a run verified every 4 steps: steps 0 and 4 pass, step 8
+    stops the run, naming the step, the engine and the parameter; the checkpoint before it stays."""
+    from ninjagrad.engines import ENGINES
+    from ninjagrad.train import TrainConfig, TrainingStopped, start_run
+
+    broken = [False]
+    cls = ENGINES[engine]
+    monkeypatch.setattr(cls, "loss_and_grads", bessel_off_from(broken)(cls.loss_and_grads))
+    cfg = TrainConfig(engine=engine, data=str(small_words), steps=20, batch_size=16, verify_every=4,
+                      checkpoint_every=2, num_samples=0, model_config={"n_hidden": 16, "block_size": 3})
+    run = start_run(cfg, str(tmp_path / "run"))
+    with pytest.raises(TrainingStopped, match=rf"step 8: the {engine} engine's gradient of bngain disagrees with "
+                                              r"autograd .*The last good checkpoint, at step 8"):
+        run.train([], lambda r: broken.__setitem__(0, r.step >= 5))
+    assert run.step == 8 and load_checkpoint(tmp_path / "run")["step"] == 8
+
+
+def test_verify_every_catches_a_wrong_op_in_the_manual_backward(small_words, tmp_path, monkeypatch):
+    """A bug in an op the hand-written backward calls (batchnorm's dgain n/(n-1) times too large) is
+    caught at the first verified step."""
+    from ninjagrad import ops
+    from ninjagrad.train import TrainConfig, TrainingStopped, start_run
+
+    right = ops.batchnorm_backward
+
+    def wrong(dout, cache):
+        dx, dgain, dbias = right(dout, cache)
+        n = cache[3]
+        return dx, dgain * n / (n - 1), dbias
+
+    monkeypatch.setattr(ops, "batchnorm_backward", wrong)
+    cfg = TrainConfig(engine="manual", data=str(small_words), steps=20, batch_size=16, verify_every=10,
+                      num_samples=0, model_config={"n_hidden": 16, "block_size": 3})
+    run = start_run(cfg, str(tmp_path / "run"))
+    with pytest.raises(TrainingStopped, match="step 0: the manual engine's gradient of bngain disagrees"):
+        run.train([])
