@@ -83,8 +83,8 @@ def load_times(path: Path, runs: int = 3) -> dict:
             browser = p.chromium.launch(executable_path=exe, args=args)  # a fresh profile each run
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+            page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
             page.goto(path.as_uri())
             page.wait_for_selector("[data-ng-ready]")
             ready.append(page.evaluate("window.ninjagradReport.readyAt"))

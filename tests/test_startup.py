@@ -3,8 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from ninjagrad import choices
 from ninjagrad.engines import ENGINES
 from ninjagrad.models import MODELS

@@ -101,7 +101,7 @@ class Vocab:
     itos: tuple[str, ...]
 
     @classmethod
-    def from_words(cls, words: list[str]) -> "Vocab":
+    def from_words(cls, words: list[str]) -> Vocab:
         return cls((".",) + tuple(sorted(set("".join(words)))))
 
     @property
@@ -120,7 +120,9 @@ def encode(text: str, vocab: Vocab) -> torch.Tensor:
     stoi = vocab.stoi
     if len(vocab) <= 256:
         codes = text.translate({ord(c): i for c, i in stoi.items()}).encode("latin-1")
-        return torch.frombuffer(bytearray(codes), dtype=torch.uint8).long() if codes else torch.zeros(0, dtype=torch.long)
+        if not codes:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.frombuffer(bytearray(codes), dtype=torch.uint8).long()
     return torch.tensor([stoi[c] for c in text], dtype=torch.long)
 
 

@@ -31,7 +31,7 @@ class DataParallel:
     device: str  # where this process computes
 
     @classmethod
-    def from_env(cls, device: str) -> "DataParallel | None":
+    def from_env(cls, device: str) -> DataParallel | None:
         """Join the process group that torchrun describes in the environment; None when run alone."""
         if not launched_by_torchrun():
             return None

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .errors import UsageError
 
-
 MAX_BYTES = 64 << 20  # a word list of every name ever given is a few MB; a notebook with plots tens
 
 
