@@ -95,7 +95,8 @@ def md_table(header: list[str], rows: list[list]) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["wavenet", "transformer"], choices=["mlp", "wavenet", "transformer"])
+    ap.add_argument("--models", nargs="+", default=["wavenet", "transformer"],
+                    choices=["mlp", "wavenet", "transformer"])
     ap.add_argument("--steps", type=int, default=None, help="steps per repeat (default: 320 wavenet, 48 transformer)")
     ap.add_argument("--repeats", type=int, default=7, help="repeats per figure (default 7)")
     ap.add_argument("--no-compile-times", action="store_true", help="skip the cold and warm compile measurements")
@@ -132,9 +133,10 @@ def main():
           f"{result['load_before']} before, {result['load_after']} after; medians of {args.repeats} repeats\n")
     table = []
     for r in rows:
-        compile_cell = (f"{r['compile_cold_s']:.1f} / {r['compile_warm_s']:.1f}" if "compile_cold_s" in r else "-")
-        table.append([r["model"], f"{r['manual_wall_us']:.0f}", f"{r['compiled_wall_us']:.0f}", f"{r['ratio_wall']:.2f}x",
-                      f"{r['manual_cpu_us']:.0f}", f"{r['compiled_cpu_us']:.0f}", f"{r['ratio_cpu']:.2f}x", compile_cell])
+        compile_cell = f"{r['compile_cold_s']:.1f} / {r['compile_warm_s']:.1f}" if "compile_cold_s" in r else "-"
+        table.append([r["model"], f"{r['manual_wall_us']:.0f}", f"{r['compiled_wall_us']:.0f}",
+                      f"{r['ratio_wall']:.2f}x", f"{r['manual_cpu_us']:.0f}", f"{r['compiled_cpu_us']:.0f}",
+                      f"{r['ratio_cpu']:.2f}x", compile_cell])
     print(md_table(["model", "manual µs/step", "compiled µs/step", "speed-up", "manual CPU µs", "compiled CPU µs",
                     "speed-up (CPU)", "compile s (cold / warm)"], table))
 

@@ -141,6 +141,28 @@ def test_mlp_steps_match_the_manual_engine():
     assert_params_close(manual, compiled, 1e-5)
 
 
+@pytest.mark.slow
+def test_two_threads_take_the_same_steps_in_every_run():
+    """On two threads inductor's scatter-add (the embedding's backward) would add in a different order in
+    each run (it did at the transformer's default sizes); the engine compiles that op as ATen's serial
+    kernel there, so two runs, as a run and its resumed self, are equal bit for bit."""
+    cls, config_cls = MODELS["transformer"]
+    X, Y = data(N=2000)
+    ixs = torch.randint(0, 2000, (8, 32), generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = []
+        for _ in range(2):
+            model = cls.create(config_cls(), torch.Generator().manual_seed(1))
+            make_engine("compiled", model, X, Y, make_optimizer("adamw")).steps(ixs, 1e-3)
+            params.append(model.params)
+    finally:
+        torch.set_num_threads(threads)
+    for k in params[0]:
+        assert torch.equal(params[0][k], params[1][k]), k
+
+
 # --- through the training loop: --verify-every and resume ------------------------------------------
 
 def small_cfg(words, model="wavenet", **kw):

@@ -1,7 +1,7 @@
 """The compiled engine: the model's own forward, hand-written backward and optimizer update traced
 into one graph of aten ops and compiled by inductor, PyTorch's compiler; no autograd anywhere.
 
-Eager torch runs a step's ops one at a time (~150 for the WaveNet, ~700 for the transformer), and at
+Eager torch runs a step's ops one at a time (~160 for the WaveNet, ~900 for the transformer), and at
 these shapes most of a step is dispatch and trips through memory. Here `make_fx` runs the step once on
 fake tensors (shapes, no data) and records every op; inductor fuses the elementwise ops and reductions
 between two matmuls into loops of generated C++ (compiled with the system's C++ compiler; Triton on a
@@ -13,8 +13,9 @@ and evaluates float32 tanh by a formula of its own (inductor_passes.py).
 Why not `torch.compile`: it traces the same graph, but guards it, checking ~200 attributes and tensors
 before every call to know the graph still applies; at the WaveNet's ~0.5 ms a step that check and its
 wrappers were a third of the time. Here the graph is traced and compiled once per batch size, and each
-step calls it with the same flat list of tensors: the parameters, the optimizer's state, the training
-set, the minibatch's indices and the step's scalars.
+step calls it with a flat list of tensors: the parameters, the optimizer's state, the minibatch and the
+step's scalars. The minibatch is gathered before the call (two small index ops), so that the graph does
+not depend on the training set's size: one compiled graph serves every corpus of the same vocabulary.
 
 The parameters stay the model's own tensors, updated in place by the graph, and the optimizer's state
 stays the optimizer's (AdamW's m, v and step count t): checkpoints, evaluation, `--verify-every` and
@@ -26,6 +27,7 @@ starts); inductor keeps what it compiled in its on-disk cache (TORCHINDUCTOR_CAC
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -36,6 +38,18 @@ from ..errors import UsageError
 from .base import Engine
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool):
+    """torch.use_deterministic_algorithms(True) while the block runs, when `on`; as before after it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(before or on, warn_only=warn_only)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def compile_graph(fn, example_inputs: list[torch.Tensor]):
     """`fn(*tensors)` traced on fake tensors into one graph (nothing runs), compiled by inductor.
 
@@ -43,8 +57,15 @@ def compile_graph(fn, example_inputs: list[torch.Tensor]):
     realize_reads_threshold 0: a value computed once and read by several loops is stored, not
     computed again in each (batchnorm's per-channel 1/std, two divisions and a square root, was
     recomputed for every element: a quarter of the WaveNet's non-matmul time); Rewrites: rsqrt, the
-    float32 tanh and small batched matmuls as loops (inductor_passes.py). The imports are here, not at
-    the top: inductor takes ~2 s to import, which only this engine's runs should pay."""
+    float32 tanh and small batched matmuls as loops (inductor_passes.py).
+
+    On one CPU thread every generated loop runs in order, so a step's numbers are the same in every
+    run, as resume needs. On more threads (or a GPU) inductor's scatter-add, the embedding's backward,
+    adds from several threads in an order that changes from run to run; compiled with torch's
+    deterministic algorithms on, that one op stays ATen's serial kernel (~5% of a step, so only then).
+
+    The imports are here, not at the top: inductor takes ~2 s to import, which only this engine's
+    runs should pay."""
     try:
         from torch._inductor.compile_fx import compile_fx
         from torch.fx.experimental.proxy_tensor import make_fx
@@ -55,9 +76,11 @@ def compile_graph(fn, example_inputs: list[torch.Tensor]):
                          f"{torch.__version__}. Use --engine manual") from None
 
     options = {"cpp_wrapper": True, "realize_reads_threshold": 0, "post_grad_custom_post_pass": Rewrites()}
+    parallel = torch.get_num_threads() > 1 or example_inputs[0].device.type != "cpu"
     with torch.no_grad():
         graph = make_fx(fn, tracing_mode="fake")(*example_inputs)
-        return compile_fx(graph, example_inputs, config_patches=options)
+        with deterministic_algorithms(parallel):
+            return compile_fx(graph, example_inputs, config_patches=options)
 
 
 # --- the updates, as the graph runs them ---------------------------------------------------------
@@ -104,7 +127,7 @@ class CompiledEngine(Engine):
     CHUNK = 16  # steps per `steps` call: the training loop's own work paid once per ~10 ms
 
     def __init__(self, model, Xtr, Ytr, optimizer=None):
-        super().__init__(model, Xtr.contiguous(), Ytr.contiguous(), optimizer)
+        super().__init__(model, Xtr, Ytr, optimizer)
         if getattr(model, "reduce", None) is not None:
             raise UsageError("--engine compiled: data-parallel runs all-reduce the manual engine's gradients; "
                              "use --engine manual")
@@ -119,8 +142,8 @@ class CompiledEngine(Engine):
     # --- what the graphs compute, on the flat list of tensors they are called with ------------------
 
     def inputs(self) -> list[torch.Tensor]:
-        """The tensors every call passes before the minibatch's: the parameters, the optimizer's
-        state (AdamW's m, then v, in the parameters' order) and the training set."""
+        """The tensors every call passes before the minibatch: the parameters, then the optimizer's
+        state (AdamW's m, then v, in the parameters' order)."""
         out = [self.model.params[n] for n in self.names]
         for k in self.state_names:
             state = getattr(self.optimizer, k)
@@ -129,7 +152,7 @@ class CompiledEngine(Engine):
             elif state[self.names[0]].device != self.device:  # a resumed run's, read from the checkpoint
                 state.update({n: t.to(self.device) for n, t in state.items()})
             out += [state[n] for n in self.names]
-        return out + [self.Xtr, self.Ytr]
+        return out
 
     def _unpack(self, tensors):
         """The model and optimizer as the graph sees them: copies that hold the traced tensors."""
@@ -139,20 +162,18 @@ class CompiledEngine(Engine):
         opt = copy.copy(self.optimizer)
         for i, k in enumerate(self.state_names):
             setattr(opt, k, dict(zip(self.names, tensors[n * (i + 1):n * (i + 2)])))
-        Xtr, Ytr = tensors[n * (len(self.state_names) + 1):][:2]
-        return twin, opt, Xtr, Ytr
+        return twin, opt
 
     def _loss_and_grads_graph(self, *tensors):
-        twin, _, Xtr, Ytr = self._unpack(tensors)
-        ix = tensors[-1]
-        loss, cache = twin.forward(Xtr[ix], Ytr[ix])
+        twin, _ = self._unpack(tensors)
+        loss, cache = twin.forward(*tensors[-2:])
         grads = twin.backward(cache)
         return [loss] + [grads[k] for k in self.names]
 
     def _step_graph(self, *tensors):
-        twin, opt, Xtr, Ytr = self._unpack(tensors[:-1])
-        ix, s = tensors[-2:]
-        loss, cache = twin.forward(Xtr[ix], Ytr[ix])
+        twin, opt = self._unpack(tensors)
+        Xb, Yb, s = tensors[-3:]
+        loss, cache = twin.forward(Xb, Yb)
         self.update_(opt, twin.params, twin.backward(cache), s)
         return loss
 
@@ -162,13 +183,13 @@ class CompiledEngine(Engine):
         key = (what, batch_size)
         if key not in self.graphs:
             t = time.perf_counter()
-            ix = torch.zeros(batch_size, dtype=torch.int64, device=self.Xtr.device)
+            batch = [self.Xtr.new_zeros((batch_size, *self.Xtr.shape[1:])), self.Ytr.new_zeros(batch_size)]
             if what == "step":
                 count = len(self.scalars(copy.copy(self.optimizer), 0.0))  # a copy: its step count t is not counted
                 s = torch.zeros(count, dtype=self.dtype, device=self.device)
-                self.graphs[key] = compile_graph(self._step_graph, self.inputs() + [ix, s])
+                self.graphs[key] = compile_graph(self._step_graph, self.inputs() + batch + [s])
             else:
-                self.graphs[key] = compile_graph(self._loss_and_grads_graph, self.inputs() + [ix])
+                self.graphs[key] = compile_graph(self._loss_and_grads_graph, self.inputs() + batch)
             self.compile_seconds.setdefault(what, time.perf_counter() - t)
         return self.graphs[key]
 
@@ -181,7 +202,7 @@ class CompiledEngine(Engine):
     def _run_step(self, graph, ix, lr: float) -> float:
         s = torch.tensor(self.scalars(self.optimizer, lr), dtype=self.dtype, device=self.device)
         with torch.no_grad():
-            return graph(*self.inputs(), ix, s).item()
+            return graph(*self.inputs(), self.Xtr[ix], self.Ytr[ix], s).item()
 
     # --- the Engine interface ------------------------------------------------------------------
 
@@ -189,12 +210,12 @@ class CompiledEngine(Engine):
         return self.CHUNK
 
     def step(self, ix, lr):
-        return self._run_step(self._graph("step", ix.shape[0]), ix.contiguous(), lr)
+        return self._run_step(self._graph("step", ix.shape[0]), ix, lr)
 
     def steps(self, ixs, lr):
         graph = self._graph("step", ixs.shape[1])
         losses = []
-        for ix in ixs.contiguous():
+        for ix in ixs:
             losses.append(self._run_step(graph, ix, lr))
             if not math.isfinite(losses[-1]):
                 break
@@ -203,5 +224,5 @@ class CompiledEngine(Engine):
     def loss_and_grads(self, ix):
         graph = self._graph("loss_and_grads", ix.shape[0])
         with torch.no_grad():
-            loss, *grads = graph(*self.inputs(), ix.contiguous())
+            loss, *grads = graph(*self.inputs(), self.Xtr[ix], self.Ytr[ix])
         return loss.item(), dict(zip(self.names, grads))

@@ -84,7 +84,8 @@ def is_inverse_sqrt(node) -> bool:
 def is_small_bmm(node) -> bool:
     if node.target is not aten.bmm.default:
         return False
-    (n, M, K), N = node.args[0].meta["val"].shape, node.args[1].meta["val"].shape[2]
+    _, M, K = node.args[0].meta["val"].shape
+    N = node.args[1].meta["val"].shape[2]
     return max(M, K, N) <= SMALL_BMM
 
 
