@@ -3,9 +3,9 @@
     python benchmarks/fast_blocked.py                       # 4096x1024, 4096x200, 256x1024
     python benchmarks/fast_blocked.py --shapes 4096x1024 --repeats 9 --widths 64 128 256
 
-Candidates (step, BLAS threads): the whole-batch step (_fast_step.train_steps) on one core; the same
-with BLAS on all cores; and the blocked step (the same entry point given a `blocks` layout) on one core
-and with one block group per core, each calling a one-thread BLAS. All take turns inside one process and
+Candidates (step, BLAS threads): the whole-batch step (a _fast_step.Step without blocks) on one core; the
+same with BLAS on all cores; and the blocked step (a Step given a `blocks` layout) on one core and with one
+block group per core, each calling a one-thread BLAS. All take turns inside one process and
 the medians of the repeats are printed: the machine is shared, and the load average is printed with
 them. % of peak = bench.step_flops(B, K, H, V) / time / bench.matmul_gflops().
 """
@@ -20,24 +20,19 @@ import numpy as np
 import torch
 
 from ninjagrad import bench
-from ninjagrad.engines.fast import FastEngine, block_width, cores, load_step_kernel, make_blocks, set_blas_threads
+from ninjagrad.engines.fast import FastEngine, block_width, cores, make_blocks, set_blas_threads
 from ninjagrad.models import MLP, MLPConfig
 
 T, E, V = 3, 10, 27
 
 
-def candidates(B: int, H: int, widths: list[int]) -> list[tuple]:
-    """(label, kernel, blocks, BLAS threads, work elements) for batches of B."""
+def candidates(H: int, widths: list[int]) -> list[tuple]:
+    """(label, blocks, BLAS threads) of each way to run a step."""
     n = cores()
-    C = load_step_kernel()
-    plain = C.work_offsets(B, T * E, H, V)[-1]
-    out = [("whole batch, 1 thread", C.train_steps, None, 1, plain),
-           (f"whole batch, BLAS {n} threads", C.train_steps, None, n, plain)]
+    out = [("whole batch, 1 thread", None, 1), (f"whole batch, BLAS {n} threads", None, n)]
     for groups in sorted({1, n}):
         for w in widths or [block_width(H, groups)]:
-            label = f"blocked, {groups} thread{'s' * (groups > 1)}, w={w}"
-            out.append((label, C.train_steps, make_blocks(H, groups, w), 1,
-                        C.work_offsets_blocked(B, T, E, H, V, groups, w)[-1]))
+            out.append((f"blocked, {groups} thread{'s' * (groups > 1)}, w={w}", make_blocks(H, groups, w), 1))
     return out
 
 
@@ -48,22 +43,21 @@ def time_shape(B: int, H: int, steps: int, repeats: int, widths: list[int], dtyp
     model = MLP.create(MLPConfig(vocab_size=V, block_size=T, n_embd=E, n_hidden=H),
                        torch.Generator().manual_seed(1), dtype=dtype)
     eng = FastEngine(model, X, Y)  # its arenas, data layout and compiled kernels
-    ixs = torch.randint(0, X.shape[0], (steps, B), generator=g)
+    ixs = torch.randint(0, X.shape[0], (steps, B), generator=g).numpy()
     losses = np.empty(steps)
-    cands = candidates(B, H, widths)
-    bufs = [(np.zeros(c[4], eng.np_dtype), np.empty(B, np.int64)) for c in cands]
+    cands = candidates(H, widths)
+    kernels = [eng._new_step(B, blocks) for _, blocks, _ in cands]
     times = [[] for _ in cands]
 
     def run(i):
-        label, kernel, blocks, threads, _ = cands[i]
-        set_blas_threads(threads)
+        set_blas_threads(cands[i][2])
         time.sleep(settle)  # the previous candidate's BLAS threads spin for a while after their last call
         t = time.perf_counter()
-        kernel(eng.P, eng.G, *bufs[i], eng.dims, eng.Xnp, eng.Ynp, ixs.data_ptr(), steps, 1e-3, True, blocks, losses)
+        kernels[i].run(ixs, 1e-3, True, losses)
         return (time.perf_counter() - t) / steps
 
     for i in range(len(cands)):
-        run(i)  # warm-up: compile or load, touch the buffers, start the threads
+        run(i)  # warm-up: touch the arenas, start the threads
     for _ in range(repeats):
         for i in range(len(cands)):
             times[i].append(run(i))

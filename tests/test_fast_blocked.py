@@ -36,26 +36,21 @@ class Blocked:
 
     def __init__(self, model, X, Y, B, ngroups, width):
         self.eng = FastEngine(model, X, Y)
-        cfg = model.config
-        H, V = cfg.n_hidden, cfg.vocab_size
-        self.blocks = make_blocks(H, ngroups, width)
-        size = self.eng.kernel.work_offsets_blocked(B, cfg.block_size, cfg.n_embd, H, V, ngroups, width)[-1]
-        self.work = np.full(size, np.nan, self.eng.np_dtype)  # the step must not read what it did not write
-        self.Yb = np.empty(B, np.int64)
+        self.B = B
+        self.blocks = make_blocks(model.config.n_hidden, ngroups, width)
 
     def run(self, ixs, lr, update):
-        """Steps on ixs (n, B); returns (steps run, their losses)."""
+        """Steps on ixs (n, B) by a new Step (its activations' arena starts as NaN: a pass that read what
+        no pass wrote would show); returns (steps run, their losses)."""
         ixs = np.ascontiguousarray(np.atleast_2d(ixs), np.int64)
         losses = np.empty(ixs.shape[0])
-        e = self.eng
-        done = e.kernel.train_steps(e.P, e.G, self.work, self.Yb, e.dims, e.Xnp, e.Ynp, ixs.ctypes.data,
-                                    ixs.shape[0], lr, update, self.blocks, losses)
+        done = self.eng._new_step(self.B, self.blocks).run(ixs, lr, update, losses)
         return done, losses[:done]
 
     def loss_and_grads(self, ix):
         done, losses = self.run(ix.numpy(), 0.0, False)
         assert done == 1
-        grads = {k: torch.from_numpy((g.T if k == "W2" else g).copy()) for k, g in self.eng.gviews.items()}
+        grads = {k: self.eng._as_model(k, g).clone() for k, g in self.eng.gviews.items()}
         self.eng.gviews["C"][...] = 0  # as the engine's loss_and_grads leaves it
         return losses[0], grads
 
@@ -145,16 +140,15 @@ def test_blocks_and_work_size():
     assert make_blocks(8, 3, 8).tolist() == [3, 0, 8]
     assert block_width(1024, 2) == 128 and block_width(200, 2) == 104 and block_width(3, 1) == 8
     assert make_blocks(200, 2, block_width(200, 2)).tolist() == [2, 0, 104, 200]  # one block per group
-    from ninjagrad.engines.fast import load_step_kernel
-
     # the arena holds the xhat and h panels (B*H each), logits^T and two groups' partial logits^T, their
     # (T, V, 16) tables and partial dC (V, E)
-    size = load_step_kernel().work_offsets_blocked(37, 3, 10, 50, 27, 2, 16)[-1]
+    model, X, Y, _ = setup(B=37, H=50, dtype=torch.float32)
+    size = Blocked(model, X, Y, 37, 2, 16).eng._new_step(37, make_blocks(50, 2, 16)).work_size
     assert size >= 37 * (2 * 50 + 27 + 2 * 27) + 2 * 3 * 27 * 16 + 2 * 27 * 10
 
 
-@pytest.mark.parametrize("blocks", [[2, 0, 16, 50], [2, 0, 16, 40], [0, 0, 50], [2, 5, 50], [2, 0, 30, 20, 50],
-                                    [2, 0], [300, 0, 50]])
+@pytest.mark.parametrize("blocks", [[2, 0, 16, 40], [0, 0, 50], [2, 5, 50], [2, 0, 30, 20, 50], [2, 0],
+                                    [300, 0, 50]])
 def test_bad_blocks_are_rejected(blocks):
     """The step trusts the layout it is given to index its arena: a layout that does not cover the hidden
     layer in increasing blocks, or asks for more threads than the step has, is an error, not a crash."""

@@ -518,45 +518,51 @@ def test_released_buffers_come_back_with_the_same_numbers():
         ixs = torch.randint(0, X.shape[0], (3, 16), generator=g)
         if i % 2:
             a.release_buffers()
-            assert all(plan.bufs is None for plan in a.plans.values())
+            assert all(plan.step is None for plan in a.plans.values())
         assert a.steps(ixs, 0.1) == b.steps(ixs, 0.1), i
-    assert a.plans[16].bufs is not None
+    assert a.plans[16].step is not None
     a.sync_to_model(), b.sync_to_model()
     for k in model.params:
         assert torch.equal(model.params[k], twin.params[k]), k
 
 
 def test_c_kernel_rejects_bad_arguments():
-    """The C entry point checks what it is given (types, shapes, arena sizes) instead of reading past
-    the end of an array."""
+    """The C Step checks what it is given (types, shapes, arena sizes, the minibatch) instead of reading
+    past the end of an array."""
     model, X, Y, ix = setup(dtype=torch.float32, H=20)
     e = make_fast_engine(model, X, Y)
-    work, Yb = e._buffers(16, e._work_size(16, None))
+    V, E, H = model.config.vocab_size, model.config.n_embd, model.config.n_hidden
     ixn = np.ascontiguousarray(ix[:16].numpy())
     losses = np.empty(1)
 
-    def call(**change):
-        args = dict(P=e.P, G=e.G, work=work, Yb=Yb, dims=e.dims, Xtr=e.Xnp, Ytr=e.Ynp, ix=ixn.ctypes.data, n=1,
-                    lr=0.1, update=True, blocks=None, losses=losses)
+    def step(**change):
+        args = dict(P=e.P, G=e.G, X=e.Xnp, Y=e.Ynp, V=V, E=E, H=H, B=16, blocks=None)
         args.update(change)
-        return e.kernel.train_steps(*args.values())
+        return e.kernel.Step(**args)
 
-    assert call() == 1 and np.isfinite(losses[0])
+    assert step().run(ixn, 0.1, True, losses) == 1 and np.isfinite(losses[0])
     with pytest.raises(ValueError, match="arenas too small"):
-        call(work=work[:10])
-    with pytest.raises(ValueError, match="arenas too small"):
-        call(P=e.P[:-40])
+        step(P=e.P[:-40])
     with pytest.raises(TypeError):
-        call(G=e.G.astype(np.float64))
+        step(G=e.G.astype(np.float64))
     with pytest.raises(TypeError):
-        call(Yb=Yb.astype(np.int32))
+        step(X=e.Xnp.astype(np.int64), Y=e.Ynp.astype(np.int64))
     with pytest.raises(ValueError, match="blocks"):
-        call(blocks=np.array([0, 20]))
+        step(blocks=np.array([0, 20]))
     with pytest.raises(ValueError, match="bad shapes"):
-        call(n=2)  # more steps than losses
+        step(B=1)  # a batch of one
     with pytest.raises(ValueError, match="bad shapes"):
-        call(Yb=Yb[:1])  # a batch of one
+        step(Y=e.Ynp[:-1])  # one target fewer than contexts
     with pytest.raises(ValueError, match="contiguous"):
-        call(P=np.repeat(e.P, 2)[::2])
-    with pytest.raises(TypeError, match="13 arguments"):
-        e.kernel.train_steps(e.P)
+        step(P=np.repeat(e.P, 2)[::2])
+    good = step()
+    with pytest.raises(ValueError, match="losses"):
+        good.run(np.stack([ixn, ixn]), 0.1, True, losses)  # more steps than losses
+    with pytest.raises(ValueError, match="ixs"):
+        good.run(ixn[:15], 0.1, True, losses)  # not a batch of 16
+    with pytest.raises(ValueError, match="ixs"):
+        good.run(ixn.astype(np.int32), 0.1, True, losses)
+    with pytest.raises((ValueError, BufferError)):
+        good.run(np.stack([ixn, ixn], 1)[:, 0], 0.1, True, losses)  # strided
+    with pytest.raises(TypeError):
+        e.kernel.Step(e.P)

@@ -8,9 +8,10 @@ vectorised. From batch x n_hidden = 65,536 a second step goes through the hidden
 (on every core, for large steps, when timing before the first step says so). Both compute the same
 gradients as ops.py, which tests/test_fast_engine.py and tests/test_fast_blocked.py hold them to.
 
-The engine keeps its own copy of the parameters, with W2 transposed, in one flat array (as few
-arguments as possible); `sync_to_model` copies it into the model's tensors, and train.py calls it
-before every checkpoint, evaluation and verification.
+The engine keeps its own copy of the parameters, with W2 transposed, in one flat array laid out by the
+extension (`param_layout` says where each parameter lies, under the model's name for it); `sync_to_model`
+copies it into the model's tensors, and the training loop calls it before it reads the model. Per batch
+size, a `_fast_step.Step` checks those arrays once and owns the step's activations.
 
 On a CUDA device, `--engine fast` is the CUDA-graph engine of fast_cuda.py instead (engines.make_engine).
 
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from ..errors import UsageError
-from ..models.mlp import MLP, PARAM_NAMES
+from ..models.mlp import MLP
 from .base import Engine
 from .threads import cores
 
@@ -42,10 +44,8 @@ BLOCKED_MIN_ELEMENTS = 1 << 16
 BLOCKED_MAX_VOCAB = 256
 
 
-# columns per block of the blocked step: wider blocks make fewer, larger matmuls. `benchmarks/fast_blocked.py
-# --widths 32 64 128 256` at 4096 x 1024, 2 cores, with numba's version of the step: 18.4, 17.1, 15.5, 15.7 ms;
-# in C, three runs of --widths 64 128 256: 11.3, 13.8, 16.5; 14.0, 15.5, 14.4; 14.2, 13.6, 16.5 ms (this VM
-# is noisy, and no width won them all).
+# columns per block of the blocked step: wider blocks make fewer, larger matmuls. At 4096 x 1024 on 2 cores,
+# widths 64, 128 and 256 are within this machine's noise of each other (`benchmarks/fast_blocked.py --widths`).
 BLOCK_TARGET = 128
 
 
@@ -93,7 +93,7 @@ def load_step_kernel():
     missing = kernel_missing()
     if missing is not None:
         raise UsageError(f"--engine fast: {missing}")
-    from scipy.linalg import cython_blas
+    from scipy.linalg import cython_blas  # here: scipy.linalg takes ~0.4 s to import, for fast runs only
 
     _fast_step = importlib.import_module(KERNEL)
     _fast_step.set_blas(cython_blas.__pyx_capi__["sgemm"], cython_blas.__pyx_capi__["dgemm"])
@@ -104,15 +104,13 @@ def set_blas_threads(n: int):
     """Threads of the BLAS the steps call (SciPy's OpenBLAS), set through threadpoolctl.
 
     OpenBLAS splits any matmul above ~250k multiply-adds between all cores, and its threads wait for
-    each other spinning: on a machine whose cores were busy with other work, a 256-row step measured
-    9x slower with two BLAS threads than with one. Small steps therefore run on one core, BLAS
-    included; for large ones, Plan times both and keeps the faster.
+    each other spinning: on a machine whose cores are busy with other work, a 256-row step runs ~9x
+    slower with two BLAS threads than with one. Small steps therefore run on one core, BLAS included;
+    for large ones, the engine times both and keeps the faster (candidates).
     """
     global _blas_threads
     if n == _blas_threads:
         return
-    from threadpoolctl import ThreadpoolController
-
     _blas_threads = n
     libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
     scipys = [lib for lib in libs if "scipy" in Path(lib.filepath).parent.name]  # scipy.libs/ in a wheel
@@ -128,9 +126,6 @@ def check_supported(model, optimizer):
     if optimizer.name != "sgd":
         raise UsageError(f"--engine fast: implements the lecture's SGD update, not {optimizer.name}; "
                          "use --optimizer sgd or --engine manual")
-    missing = [k for k in PARAM_NAMES if k not in model.params]
-    if missing:
-        raise UsageError(f"--engine fast: the model lacks parameters {', '.join(missing)}")
 
 
 TRIALS = 5  # timed calls per candidate way to run a step, after one untimed call
@@ -140,18 +135,19 @@ def fastest(times: list[list[float]]) -> int:
     """The candidate whose second-fastest timed call is fastest.
 
     On a shared machine single steps vary by half and noise only ever adds time, so a low quantile
-    estimates a candidate's own speed better than the median (the median of three once kept a kernel
-    1.5x slower); the second-fastest, so that one lucky call cannot decide."""
+    estimates a candidate's own speed better than the median (a median of three can keep a way 1.5x
+    slower); the second-fastest, so that one lucky call cannot decide."""
     return min(range(len(times)), key=lambda k: sorted(times[k])[min(1, len(times[k]) - 1)])
 
 
 class Plan:
     """How steps on batches of one size run: the step (blocks None: the whole-batch step; else the
-    blocked step's layout), BLAS's threads, and the activations' arena (None while released)."""
+    blocked step's layout), BLAS's threads, and the kernel's Step with its activations (None while
+    released)."""
 
-    def __init__(self, blocks, threads: int, size: int):
-        self.blocks, self.threads, self.size = blocks, threads, size
-        self.bufs = None  # (activations, the batch's targets Yb), allocated by the first step
+    def __init__(self, blocks, threads: int):
+        self.blocks, self.threads = blocks, threads
+        self.step = None  # the kernel's Step, made by the first step
 
     def to_dict(self, batch: int) -> dict:
         return {"batch": batch, "blocks": None if self.blocks is None else self.blocks.tolist(),
@@ -159,7 +155,7 @@ class Plan:
 
 
 class FastEngine(Engine):
-    """Compiled steps + BLAS on the CPU: `_fast_step.train_steps` (fast_step.c)."""
+    """Compiled steps + BLAS on the CPU: `_fast_step.Step` (fast_step.c)."""
 
     name = "fast"
     MAX_CHUNK = 64  # steps per call into the kernel at most: at the lecture's shapes, ~2 ms a call
@@ -168,60 +164,60 @@ class FastEngine(Engine):
         super().__init__(model, Xtr, Ytr, optimizer)
         check_supported(model, self.optimizer)
         self.kernel = load_step_kernel()
-        dtype = model.params["W1"].dtype
-        if dtype not in (torch.float32, torch.float64) or model.params["W1"].device.type != "cpu":
-            raise UsageError(f"--engine fast: runs float32 or float64 on the cpu, not {dtype} on "
-                             f"{model.params['W1'].device}")
-        V = model.config.vocab_size
-        # The kernels index without bounds checks, so check the data once here.
-        if Xtr.numel() and (int(Xtr.min()) < 0 or int(Xtr.max()) >= V or int(Ytr.min()) < 0 or int(Ytr.max()) >= V):
-            raise UsageError(f"--engine fast: the training set holds characters outside the vocabulary of {V}")
-        # Each example's context and target side by side, in the smallest integer type that holds the
-        # vocabulary: the minibatch's rows are random, and at 4 bytes an example (uint8) the lecture's
-        # whole training set fits in a core's L2 cache, where as int64 it was 5.8 MB of cache misses.
-        self.XY = np.empty((Xtr.shape[0], Xtr.shape[1] + 1), np.uint8 if V <= 256 else np.int32)  # (N, T+1)
-        self.XY[:, :-1] = Xtr.cpu().numpy()
-        self.XY[:, -1] = Ytr.cpu().numpy()
-        self.Xnp, self.Ynp = self.XY[:, :-1], self.XY[:, -1]  # (N, T), (N,): views
-        self.np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        if model.dtype not in (torch.float32, torch.float64) or model.device.type != "cpu":
+            raise UsageError(f"--engine fast: runs float32 or float64 on the cpu, not {model.dtype} on {model.device}")
+        self.Xnp, self.Ynp = self._training_set(Xtr, Ytr)
+        self.np_dtype = np.float32 if model.dtype == torch.float32 else np.float64
         cfg = model.config
-        self.dims = np.array([V, cfg.n_embd, cfg.n_hidden], np.int64)  # (V, E, H), as the kernels take them
-        offs = self.kernel.param_offsets(V, cfg.n_embd, cfg.block_size * cfg.n_embd, cfg.n_hidden)
-        # The engine's own copy of the parameters (W2 transposed) and their gradients, in two arenas;
-        # dC stays all zero between steps (see the kernels), and so do the gaps between pieces.
-        self.P = np.zeros(offs[-1], self.np_dtype)
-        self.G = np.zeros(offs[-1], self.np_dtype)
-        self.pviews = self._views(self.P, offs)
-        self.gviews = self._views(self.G, offs)
+        size, self.layout = self.kernel.param_layout(cfg.vocab_size, cfg.n_embd, cfg.block_size * cfg.n_embd,
+                                                     cfg.n_hidden)
+        # The engine's own copy of the parameters and their gradients, in two arenas; dC stays all zero
+        # between steps (see the kernels), and so do the gaps between pieces.
+        self.P = np.zeros(size, self.np_dtype)
+        self.G = np.zeros(size, self.np_dtype)
+        self.pviews = self._views(self.P)
+        self.gviews = self._views(self.G)
         self.sync_from_model()
         self.plans = {}
         self.losses = np.empty(self.MAX_CHUNK)  # the kernel's per-step losses
 
+    def _training_set(self, Xtr, Ytr):
+        """Each example's context and target side by side, (N, T) and (N,) views of one (N, T+1) array, in
+        the smallest integer type that holds the vocabulary: the minibatch's rows are random, and at 4
+        bytes an example (uint8) the lecture's whole training set fits in a core's L2 cache (5.8 MB as
+        int64). The kernels index without bounds checks, so the characters are checked here, once."""
+        V = self.model.config.vocab_size
+        if Xtr.numel() and (int(Xtr.min()) < 0 or int(Xtr.max()) >= V or int(Ytr.min()) < 0 or int(Ytr.max()) >= V):
+            raise UsageError(f"--engine fast: the training set holds characters outside the vocabulary of {V}")
+        self.XY = np.empty((Xtr.shape[0], Xtr.shape[1] + 1), np.uint8 if V <= 256 else np.int32)  # (N, T+1)
+        self.XY[:, :-1] = Xtr.cpu().numpy()
+        self.XY[:, -1] = Ytr.cpu().numpy()
+        return self.XY[:, :-1], self.XY[:, -1]
+
     # --- parameters: the engine's copy in the arena -------------------------------------------
 
-    def _views(self, arena, offs) -> dict:
-        """NumPy views of an arena's pieces, by the model's parameter names (W2 as W2^T, (V, H))."""
-        shapes = {k: tuple(t.shape) for k, t in self.model.params.items()}
-        shapes["W2"] = shapes["W2"][::-1]
-        order = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")  # the kernels' order (param_offsets)
-        return {k: arena[offs[i]:offs[i] + int(np.prod(shapes[k]))].reshape(shapes[k]) for i, k in enumerate(order)}
+    def _views(self, arena) -> dict:
+        """NumPy views of an arena's pieces, (rows, cols) each, by the model's parameter names."""
+        return {name: arena[offset:offset + rows * cols].reshape(rows, cols)
+                for name, offset, (rows, cols), _ in self.layout}
+
+    def _as_model(self, name: str, piece: np.ndarray) -> torch.Tensor:
+        """An arena's piece as the model's parameter `name` (a view: transposed back, or reshaped)."""
+        transposed = next(t for n, _, _, t in self.layout if n == name)
+        t = torch.from_numpy(piece)
+        return t.T if transposed else t.view(self.model.params[name].shape)
 
     def sync_from_model(self):
-        """Copy the model's parameters into the engine's arena (W2 transposed).
-
-        Call it after anything other than this engine changes the parameters (a resume does)."""
+        """Copy the model's parameters into the engine's arena (transposed where the arena keeps W2^T)."""
         for k, v in self.pviews.items():
-            t = self.model.params[k].detach()
-            v[...] = (t.T if k == "W2" else t).numpy()
+            with torch.no_grad():
+                self._as_model(k, v).copy_(self.model.params[k])
 
     def sync_to_model(self):
-        """Copy the engine's parameters into the model's tensors (in place: same tensors, new values).
-
-        train.py calls it before every checkpoint, evaluation and verification, and at the end."""
+        """Copy the engine's parameters into the model's tensors (in place: same tensors, new values)."""
         with torch.no_grad():
             for k, v in self.pviews.items():
-                t = self.model.params[k]
-                t.copy_(torch.from_numpy(v).T if k == "W2" else torch.from_numpy(v).view(t.shape))
+                self.model.params[k].copy_(self._as_model(k, v))
 
     # --- buffers and kernels, per batch size ------------------------------------------------
 
@@ -231,8 +227,14 @@ class FastEngine(Engine):
             raise ValueError(f"the fast engine needs a batch of at least 2 (batchnorm's n-1), got {B}")
         candidates = self.candidates(B)
         blocks, threads = candidates[0] if len(candidates) == 1 else candidates[self._time(B, candidates)]
-        self.plans = {B: Plan(blocks, threads, self._work_size(B, blocks))}  # keep one: buffers can be big
+        self.plans = {B: Plan(blocks, threads)}  # keep one: its activations can be large
         return self.plans[B]
+
+    def _new_step(self, B: int, blocks):
+        """The kernel's Step on batches of B over this engine's arenas and training set."""
+        cfg = self.model.config
+        return self.kernel.Step(self.P, self.G, self.Xnp, self.Ynp, cfg.vocab_size, cfg.n_embd, cfg.n_hidden, B,
+                                blocks)
 
     def candidates(self, B: int) -> list[tuple]:
         """The ways to run steps on batches of B worth timing: [(blocks, BLAS threads)].
@@ -243,9 +245,8 @@ class FastEngine(Engine):
         several cores, three ways: the blocked step on one core; on every core, each taking column
         blocks with a one-thread BLAS; the whole-batch step with BLAS on every core. On a machine
         whose cores are busy with other work, threads that wait for each other can make all cores
-        slower than one. (numba's column-split version of the whole-batch step was a fourth, and lost
-        to BLAS on all cores at 256, 1024 and 4096 x 1024 and at 4096 x 200; the whole-batch step on
-        one core lost to the blocked one at every size that has trials.)
+        slower than one. (The whole-batch step on one core is not among them: the blocked one beats it
+        at every size that has trials; `benchmarks/fast_blocked.py` times all four.)
         """
         H, V = self.model.config.n_hidden, self.model.config.vocab_size
         n = min(cores(), self.kernel.MAX_GROUPS)
@@ -271,60 +272,45 @@ class FastEngine(Engine):
         if self.Xnp.shape[0] == 0:
             return 0  # no example to time with (and no step will run)
         n = self.chunk_size(B)
-        size = max(self._work_size(B, blocks) for blocks, _ in candidates)
-        work, Yb = self._buffers(B, size)
         losses = np.empty(n)
         g = torch.Generator().manual_seed(0)
         times = []
         for blocks, threads in candidates:
             set_blas_threads(threads)
+            step = self._new_step(B, blocks)
             times.append([])
             for trial in range(1 + TRIALS):
-                ixs = torch.randint(0, self.Xnp.shape[0], (n, B), generator=g)
+                ixs = torch.randint(0, self.Xnp.shape[0], (n, B), generator=g).numpy()
                 t = time.perf_counter()
-                self.kernel.train_steps(self.P, self.G, work, Yb, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n,
-                                        0.0, False, blocks, losses)
+                step.run(ixs, 0.0, False, losses)
                 if trial:  # the first call starts threads and fills caches: left out
                     times[-1].append((time.perf_counter() - t) / n)
                 self.gviews["C"][...] = 0  # without updates dC accumulates: all zero again for the run
+            del step  # its activations, before the next candidate's
         return fastest(times)
-
-    def _work_size(self, B: int, blocks) -> int:
-        """Elements of the activations' arena the step needs for batches of B, blocked or not."""
-        cfg = self.model.config
-        T, E, H, V = cfg.block_size, cfg.n_embd, cfg.n_hidden, cfg.vocab_size
-        if blocks is None:
-            return self.kernel.work_offsets(B, T * E, H, V)[-1]
-        width = int(np.diff(blocks[1:]).max())
-        return self.kernel.work_offsets_blocked(B, T, E, H, V, int(blocks[0]), width)[-1]
-
-    def _buffers(self, B: int, size: int):
-        return np.empty(size, self.np_dtype), np.empty(B, np.int64)  # (activations, the batch's targets Yb)
 
     def release_buffers(self):
         """Free the activations' arena (50 MB at batch 4096 x n_hidden 1024) while the model is being
         evaluated; the next step allocates it again. It keeps nothing between steps, so the numbers
         do not change, and the plan keeps its choice of kernel."""
         for plan in self.plans.values():
-            plan.bufs = None
+            plan.step = None
 
     def _run(self, ixs: torch.Tensor, lr: float, update: bool) -> list[float]:
         """Steps on the minibatches ixs, (n, B) or one (B,); the losses of the steps run."""
-        # The kernel reads the indices in place, from their address: n*B contiguous int64s on the CPU.
         if ixs.dtype is not torch.int64 or not ixs.is_cpu or not ixs.is_contiguous():
             ixs = ixs.to("cpu", torch.int64).contiguous()
         n, B = (1, ixs.shape[0]) if ixs.dim() == 1 else ixs.shape
         if n == 0:
             return []
         plan = self.prepare(B)
-        if plan.bufs is None:
-            plan.bufs = self._buffers(B, plan.size)
+        if plan.step is None:
+            plan.step = self._new_step(B, plan.blocks)
         if len(self.losses) < n:
             self.losses = np.empty(n)  # float64, whatever the parameters' dtype
         if plan.threads != _blas_threads:  # checked every call: another engine in this process may change it
             set_blas_threads(plan.threads)
-        done = self.kernel.train_steps(self.P, self.G, *plan.bufs, self.dims, self.Xnp, self.Ynp, ixs.data_ptr(), n,
-                                       lr, update, plan.blocks, self.losses)
+        done = plan.step.run(ixs.numpy(), lr, update, self.losses)
         losses = self.losses[:done].tolist()
         if losses[-1] != losses[-1]:  # nothing was computed for that step, or the loss itself is nan
             ixn = ixs.view(-1, B)[:done].numpy()
@@ -362,7 +348,7 @@ class FastEngine(Engine):
                              and blocks[1] == 0 and blocks[-1] == H and bool((np.diff(blocks[1:]) > 0).all()))
             if not ok:
                 raise ValueError(f"the fast engine's saved plan for batch {B} does not fit this model")
-            self.plans = {B: Plan(blocks, threads, self._work_size(B, blocks))}
+            self.plans = {B: Plan(blocks, threads)}
 
     def step(self, ix, lr):
         return self._run(ix, lr, True)[0]
@@ -372,10 +358,7 @@ class FastEngine(Engine):
 
     def loss_and_grads(self, ix):
         loss = self._run(ix, 0.0, False)[0]
-        grads = {}
-        for k, g in self.gviews.items():
-            t = self.model.params[k]
-            g = g.T if k == "W2" else g  # the kernels make dW2 transposed
-            grads[k] = torch.from_numpy(np.array(g, order="C")).view(t.shape)  # a copy: buffers are reused
+        # copies (the arena is reused), contiguous as the other engines' gradients are
+        grads = {k: self._as_model(k, g).clone(memory_format=torch.contiguous_format) for k, g in self.gviews.items()}
         self.gviews["C"][...] = 0  # dC all zero again for the next step, as an update leaves it
         return loss, grads

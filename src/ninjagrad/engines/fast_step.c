@@ -4,15 +4,17 @@
  *   - BLAS: scipy's OpenBLAS, called through the function pointers scipy.linalg.cython_blas exports
  *     (fast.py hands them over with set_blas), so no BLAS is linked at build time;
  *   - exp and tanh for float32 that the compiler can vectorise (exp32, tanh32);
- *   - the arenas' layouts (param_offsets, work_offsets, work_offsets_blocked);
+ *   - the arenas' layouts: each piece's size filled in one function, their offsets by lay_out; the
+ *     kernels see them as structs of named pointers, and Python reads the parameters' order and shapes
+ *     from param_layout;
  *   - a small pool of threads for the blocked step's groups (run_groups);
  *   - one copy of the kernels per instruction set on x86-64 with GCC (AVX-512, AVX2 + FMA, baseline),
  *     the best one the CPU has chosen at import;
- *   - train_steps, the entry point fast.py calls, which checks its arguments before anything is read.
+ *   - Step, the object fast.py makes per batch size: it checks the arrays it is given once, owns the
+ *     activations' arena, and runs steps on minibatches of indices (Step.run).
  *
- * The steps were first written with numba. Compiled ahead of time they run as fast or faster and spare
- * every run numba's ~110 MiB of LLVM and runtime (a third of a lecture run's memory), the first run's
- * compilation (~15 s for the blocked step) and a dependency.
+ * Compiled ahead of time, when the package is installed, the steps need no compiler, JIT or LLVM at run
+ * time: a run's first step is as fast as the others.
  *
  * B batch, T context (block_size), E n_embd, K = T*E, H n_hidden, V vocab, N training examples
  */
@@ -146,54 +148,22 @@ static inline int64_t data_y(const Data *d, int64_t row)
     return data_at(d, d->Y + row * d->y_step);
 }
 
-static int64_t aligned(int64_t n)
-{
-    return (n + ALIGN - 1) / ALIGN * ALIGN;
-}
-
-/* po: where C (V, E), W1 (K, H), b1 (H), W2^T (V, H), b2 (V), bngain (H), bnbias (H) start in the
- * parameter arena (and their gradients in the gradient arena); po[7] is its size. W2 is kept
- * transposed: the backward's dh = dlogits W2^T and dW2^T = dlogits^T h are then plain row-major
- * products, ~2x faster in OpenBLAS than on transposed operands for H x 27.
- * wo: where embcat, dembcat (B, K), hprebn/xhat, h, dh (B, H), logits^T (V, B), mean, var_inv (H), the
- * softmax's per-example max (B) and the backward's scratch (3 H) start in the activation arena;
- * wo[10] is its size. */
+/* The step's sizes: B batch, T context, E n_embd, K = T*E, H n_hidden, V vocab. */
 typedef struct {
-    int64_t V, E, K, H, B;
-    int64_t po[8], wo[11];
-} Layout;
+    int64_t B, T, E, K, H, V;
+} Dims;
 
-static void offsets(int64_t *offs, const int64_t *sizes, int n)
-{
-    offs[0] = 0;
-    for (int i = 0; i < n; i++)
-        offs[i + 1] = offs[i] + aligned(sizes[i]);
-}
-
-static void make_layout(Layout *L, int64_t V, int64_t E, int64_t K, int64_t H, int64_t B)
-{
-    int64_t psizes[7] = {V * E, K * H, H, V * H, V, H, H};
-    int64_t wsizes[10] = {B * K, B * K, B * H, B * H, B * H, V * B, H, H, B, 3 * H};
-    L->V = V, L->E = E, L->K = K, L->H = H, L->B = B;
-    offsets(L->po, psizes, 7);
-    offsets(L->wo, wsizes, 10);
-}
-
-/* The blocked step's layout (see fast_step_kernel.h): groups of column blocks, and where its pieces start in
- * the activation arena: the xhat and h panels (B*H each), logits^T (V, B), the groups' partial logits^T
- * (g, V, B), each group's tables (g, T, V, wmax), partial dC (g, V, E) and dh scratch (g, chunk), mean,
- * var_inv (H), the softmax's per-example max (B), each group's column scratch (g, 2 wmax); wo[11] is its
- * size. */
+/* The blocked step's column blocks of the hidden layer (see fast_step_kernel.h): block i is the columns
+ * bounds[i] .. bounds[i+1], at most wmax wide; thread group g takes the blocks g, g + ngroups, ...; each
+ * goes down the batch in chunks of at most `chunk` elements. */
 typedef struct {
     int64_t ngroups, nblk, wmax, chunk;
-    const int64_t *bounds;  /* nblk + 1 column bounds: block i is bounds[i] .. bounds[i+1] */
-    int64_t wo[12];
-} Blocked;
+    const int64_t *bounds;  /* nblk + 1 column bounds */
+} Blocks;
 
-/* rows * w of the chunks the blocked step goes down the batch in: 128 KB in float32, so a chunk's dh, the
- * rows of h and xhat and the logits it meets stay in L1/L2. Measured at B=4096, H=1024, float32, 2 cores
- * (the numba version of this step, when the first layer was still a matmul; fastest of 8 steps): 8K
- * elements 14.7 ms/step, 16K 13.6, 32K 13.0-13.4, 64K 16.6, 128K 15.7. */
+/* rows * w of the chunks the blocked step goes down the batch in: 128 KB in float32, so that a chunk's dh,
+ * the rows of h and xhat and the logits it meets stay in L1/L2 (at B=4096, H=1024 on one core, 32K elements
+ * a chunk beat 8K, 16K, 64K and 128K). */
 #define ROW_CHUNK_ELEMENTS (32 * 1024)
 
 static int64_t block_rows(int64_t B, int64_t w)
@@ -203,15 +173,114 @@ static int64_t block_rows(int64_t B, int64_t w)
     return rows < B ? rows : B;
 }
 
-static void make_blocked(Blocked *K, int64_t B, int64_t T, int64_t E, int64_t H, int64_t V, int64_t ngroups,
-                         int64_t wmax)
+static int64_t block_chunk(int64_t B, int64_t wmax)
 {
     int64_t chunk = ROW_CHUNK_ELEMENTS > 16 * wmax ? ROW_CHUNK_ELEMENTS : 16 * wmax;
-    K->ngroups = ngroups, K->wmax = wmax, K->chunk = chunk < B * wmax ? chunk : B * wmax;
-    int64_t sizes[11] = {B * H, B * H, V * B, ngroups * V * B, ngroups * T * V * wmax, ngroups * V * E,
-                         ngroups * K->chunk, H, H, B, ngroups * 2 * wmax};
-    offsets(K->wo, sizes, 11);
+    return chunk < B * wmax ? chunk : B * wmax;
 }
+
+/* Each arena is one array of `real`, its pieces one after the other, each starting on a multiple of ALIGN
+ * elements; the gaps between pieces are zero in the parameter arenas. fill_in_*_sizes says how large each
+ * piece is (its name in the enum is its place); lay_out says where each starts. The kernels reach the
+ * pieces through structs of named pointers (fast_step_kernel.h), pointed in one place each. */
+
+/* The parameter arena, and the gradient arena laid out the same way. W2 is kept transposed: the backward's
+ * dh = dlogits W2^T and dW2^T = dlogits^T h are then plain row-major products, ~2x faster in OpenBLAS than
+ * on transposed operands for H x 27. */
+enum { PARAM_C, PARAM_W1, PARAM_B1, PARAM_W2T, PARAM_B2, PARAM_BNGAIN, PARAM_BNBIAS, NPARAMS };
+
+/* Each piece's name as the model has it, whether it is kept transposed, and its (rows, cols) here. */
+static const char *const PARAM_NAMES[NPARAMS] = {"C", "W1", "b1", "W2", "b2", "bngain", "bnbias"};
+static const int PARAM_TRANSPOSED[NPARAMS] = {[PARAM_W2T] = 1};
+
+static void fill_in_param_shapes(int64_t rows[NPARAMS], int64_t cols[NPARAMS], const Dims *d)
+{
+    rows[PARAM_C] = d->V, cols[PARAM_C] = d->E;
+    rows[PARAM_W1] = d->K, cols[PARAM_W1] = d->H;
+    rows[PARAM_B1] = 1, cols[PARAM_B1] = d->H;
+    rows[PARAM_W2T] = d->V, cols[PARAM_W2T] = d->H;
+    rows[PARAM_B2] = 1, cols[PARAM_B2] = d->V;
+    rows[PARAM_BNGAIN] = 1, cols[PARAM_BNGAIN] = d->H;
+    rows[PARAM_BNBIAS] = 1, cols[PARAM_BNBIAS] = d->H;
+}
+
+static void fill_in_param_sizes(int64_t size[NPARAMS], const Dims *d)
+{
+    int64_t rows[NPARAMS], cols[NPARAMS];
+    fill_in_param_shapes(rows, cols, d);
+    for (int i = 0; i < NPARAMS; i++)
+        size[i] = rows[i] * cols[i];
+}
+
+/* The whole-batch step's activations: embcat, dembcat (B, K); hprebn (then xhat), h, dh (B, H); logits^T
+ * (then dlogits^T) (V, B); batchnorm's mean and var_inv (H); the softmax's per-example max (B); the
+ * backward's column scratch (3 H). */
+enum { ACT_EMBCAT, ACT_DEMBCAT, ACT_HPREBN, ACT_H, ACT_DH, ACT_LOGITST, ACT_MEAN, ACT_VAR_INV, ACT_COLMAX,
+       ACT_SCRATCH, NACTS };
+
+static void fill_in_act_sizes(int64_t size[NACTS], const Dims *d)
+{
+    size[ACT_EMBCAT] = size[ACT_DEMBCAT] = d->B * d->K;
+    size[ACT_HPREBN] = size[ACT_H] = size[ACT_DH] = d->B * d->H;
+    size[ACT_LOGITST] = d->V * d->B;
+    size[ACT_MEAN] = size[ACT_VAR_INV] = d->H;
+    size[ACT_COLMAX] = d->B;
+    size[ACT_SCRATCH] = 3 * d->H;
+}
+
+/* The blocked step's activations: the xhat and h panels (B*H each, block by block); logits^T (V, B); the
+ * groups' partial logits^T (g, V, B); each group's tables (g, T, V, wmax), partial dC (g, V, E) and dh
+ * (g, chunk); mean, var_inv (H); the softmax's per-example max (B); each group's column scratch
+ * (g, 2 wmax). */
+enum { BLK_XHAT, BLK_H, BLK_LOGITST, BLK_LOGITS_G, BLK_TABLES, BLK_DC_G, BLK_DH, BLK_MEAN, BLK_VAR_INV,
+       BLK_COLMAX, BLK_COLS, NBLKACTS };
+
+static void fill_in_blocked_sizes(int64_t size[NBLKACTS], const Dims *d, const Blocks *b)
+{
+    int64_t g = b->ngroups;
+    size[BLK_XHAT] = size[BLK_H] = d->B * d->H;
+    size[BLK_LOGITST] = d->V * d->B;
+    size[BLK_LOGITS_G] = g * d->V * d->B;
+    size[BLK_TABLES] = g * d->T * d->V * b->wmax;
+    size[BLK_DC_G] = g * d->V * d->E;
+    size[BLK_DH] = g * b->chunk;
+    size[BLK_MEAN] = size[BLK_VAR_INV] = d->H;
+    size[BLK_COLMAX] = d->B;
+    size[BLK_COLS] = g * 2 * b->wmax;
+}
+
+#define NWORK ((int)NACTS > (int)NBLKACTS ? (int)NACTS : (int)NBLKACTS)  /* pieces of either activations' arena */
+
+/* offset[i] = where piece i starts, each on a multiple of ALIGN; returns the arena's size. */
+static int64_t lay_out(int64_t *offset, const int64_t *size, int n)
+{
+    int64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        offset[i] = at;
+        at += (size[i] + ALIGN - 1) / ALIGN * ALIGN;
+    }
+    return at;
+}
+
+/* Doubles the step sums in: the softmax's (B), then batchnorm's column sums (2 H for the whole-batch
+ * step's forward, 3 wmax a group for the blocked step's forward and backward). */
+static int64_t dwork_size(const Dims *d, const Blocks *b)
+{
+    return d->B + (b ? 3 * b->ngroups * b->wmax : 2 * d->H);
+}
+
+/* What a call of the steps works on: the sizes, the training set, the three arenas with their offsets, the
+ * minibatch's targets and the double scratch; blocks NULL for the whole-batch step. */
+typedef struct {
+    Dims dims;
+    Data data;
+    const Blocks *blocks;
+    void *P, *G, *work;
+    int64_t param_size;  /* elements of P (and G) */
+    int64_t param_off[NPARAMS], work_off[NWORK];
+    int64_t *Yb;
+    double *dwork;
+} Arenas;
 
 /* --- threads for the blocked step's groups ------------------------------------------------------
  * Group 0 runs on the calling thread, group g on worker g, each worker started on first use and then
@@ -315,9 +384,9 @@ static void run_groups(int64_t ngroups, group_fn *fn, void *ctx)
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-typedef int64_t train_steps_fn(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *dwork,
-                               int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
-                               int update, double *losses);
+/* nsteps steps on the minibatches ixs (nsteps * B int64s) over the arenas; losses[s] gets step s's loss. */
+typedef int64_t train_steps_fn(const Arenas *A, const int64_t *ixs, int64_t nsteps, double lr, int update,
+                               double *losses);
 
 /* fast_step_variants.h includes the kernels once per instruction set, for the type set here, and undefines
  * these macros after. */
@@ -400,169 +469,283 @@ static int contiguous(Py_buffer *view, const char *what)
     return 1;
 }
 
-static const char *const ARGS = "train_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, "
-                                "blocks, losses)";
+/* --- Step: the steps on minibatches of one size, over the engine's arrays ---------------------------
+ *
+ *     Step(P, G, X, Y, V, E, H, B, blocks=None)      checks the arrays once, owns the activations' arena
+ *     step.run(ixs, lr, update, losses) -> steps run
+ *
+ * P and G are the parameter and gradient arenas (param_layout), X (N, T) and Y (N,) the training set,
+ * uint8 or int32 views read where they lie; blocks = [ngroups, 0, c_1, ..., H] chooses the blocked step.
+ * The Step holds P, G, X and Y (their memory cannot move while it lives). Its activations' arena starts as
+ * NaN, so that a pass that read what no pass wrote would show in the loss. */
 
-static PyObject *py_train_steps(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+typedef struct {
+    PyObject_HEAD
+    Py_buffer P, G, X, Y;
+    int held;  /* how many of P, G, X, Y are held, in that order */
+    int ready;  /* initialised: run may be called */
+    int64_t *bounds;  /* the blocked step's column bounds, a copy; NULL for the whole-batch step */
+    Blocks blocks;
+    Arenas A;
+    size_t itemsize;  /* of the arenas: 4 (float32) or 8 (float64) */
+    int64_t work_size;  /* elements of the activations' arena */
+} StepObject;
+
+static void step_clear(StepObject *self)
 {
-    enum { P, G, WORK, YB, DIMS, XTR, YTR, NBUF };
-    static const char *names[NBUF] = {"P", "G", "work", "Yb", "dims", "Xtr", "Ytr"};
-    static const char *formats[NBUF] = {"fd", "fd", "fd", "lq", "lq", "BiIl", "BiIl"};
-    static const int ndims[NBUF] = {1, 1, 1, 1, 1, 2, 1};
-    static const int writable[NBUF] = {1, 1, 1, 1, 0, 0, 0};
-    Py_buffer v[NBUF], losses, blocks;
-    int got = 0, have_losses = 0, have_blocks = 0;
-    PyObject *result = NULL;
-    double *dwork = NULL;
+    Py_buffer *held[4] = {&self->P, &self->G, &self->X, &self->Y};
+    for (int i = 0; i < self->held; i++)
+        PyBuffer_Release(held[i]);
+    self->held = 0;
+    self->ready = 0;
+    PyMem_RawFree(self->bounds);
+    PyMem_RawFree(self->A.work);
+    PyMem_RawFree(self->A.Yb);
+    PyMem_RawFree(self->A.dwork);
+    self->bounds = NULL, self->A.work = NULL, self->A.Yb = NULL, self->A.dwork = NULL;
+}
 
-    if (nargs != 13) {
-        PyErr_Format(PyExc_TypeError, "%s takes 13 arguments, got %zd", ARGS, nargs);
-        return NULL;
-    }
-    if (!current || !blas_sgemm || !blas_dgemm) {
-        PyErr_SetString(PyExc_RuntimeError, "_fast_step: call set_blas first");
-        return NULL;
-    }
-    for (; got < NBUF; got++)
-        if (get_buffer(args[got], &v[got], names[got], ndims[got], formats[got], writable[got]) < 0)
-            goto done;
-    if (get_buffer(args[12], &losses, "losses", 1, "d", 1) < 0)
-        goto done;
-    have_losses = 1;
-    int64_t ix_address = PyLong_AsLongLong(args[7]), nsteps = PyLong_AsLongLong(args[8]);
-    double lr = PyFloat_AsDouble(args[9]);
-    int update = PyObject_IsTrue(args[10]);
-    if (PyErr_Occurred() || update < 0)
-        goto done;
-    if (args[11] != Py_None) {
-        if (get_buffer(args[11], &blocks, "blocks", 1, "lq", 0) < 0)
-            goto done;
-        have_blocks = 1;
-        if (!contiguous(&blocks, "blocks"))
-            goto done;
-    }
-    for (int i = 0; i < XTR; i++)  /* all but the training set, which is read through its strides */
-        if (!contiguous(&v[i], names[i]))
-            goto done;
-    if (!contiguous(&losses, "losses"))
-        goto done;
+static void step_dealloc(StepObject *self)
+{
+    step_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
 
-    size_t item = (size_t)v[P].itemsize;
-    if ((size_t)v[G].itemsize != item || (size_t)v[WORK].itemsize != item || v[YB].itemsize != 8 ||
-        v[DIMS].itemsize != 8 || v[XTR].itemsize != v[YTR].itemsize || (v[XTR].itemsize != 1 && v[XTR].itemsize != 4)) {
-        PyErr_SetString(PyExc_TypeError, "P, G and work must share one float type; Yb and dims must be int64; "
-                                         "Xtr and Ytr uint8 or int32 alike");
-        goto done;
+/* P and G: 1-d contiguous float arrays of one type; X (N, T) and Y (N,): uint8 or int32 alike. */
+static int hold_arrays(StepObject *self, PyObject *P, PyObject *G, PyObject *X, PyObject *Y)
+{
+    struct { PyObject *obj; Py_buffer *view; const char *name, *formats; int ndim, writable; } arrays[4] = {
+        {P, &self->P, "P", "fd", 1, 1}, {G, &self->G, "G", "fd", 1, 1},
+        {X, &self->X, "X", "BiI", 2, 0}, {Y, &self->Y, "Y", "BiI", 1, 0},
+    };
+    for (; self->held < 4; self->held++) {
+        int i = self->held;
+        if (get_buffer(arrays[i].obj, arrays[i].view, arrays[i].name, arrays[i].ndim, arrays[i].formats,
+                       arrays[i].writable) < 0)
+            return -1;
     }
-    const int64_t *dims = (const int64_t *)v[DIMS].buf;
-    int64_t B = v[YB].shape[0], N = v[XTR].shape[0], T = v[XTR].shape[1];
-    if (v[DIMS].shape[0] != 3 || dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || T < 1 || B < 2 ||
-        v[YTR].shape[0] != N || nsteps < 0 || losses.shape[0] < nsteps) {
-        PyErr_Format(PyExc_ValueError, "bad shapes: dims (V, E, H) all >= 1, a batch of >= 2, Xtr (N, T) and "
-                                       "Ytr (N,), losses of >= nsteps; got B=%lld N=%lld T=%lld nsteps=%lld",
-                     (long long)B, (long long)N, (long long)T, (long long)nsteps);
-        goto done;
+    if (!contiguous(&self->P, "P") || !contiguous(&self->G, "G"))
+        return -1;
+    if (self->P.itemsize != self->G.itemsize || self->X.itemsize != self->Y.itemsize ||
+        (self->X.itemsize != 1 && self->X.itemsize != 4)) {
+        PyErr_SetString(PyExc_TypeError, "P and G must share one float type; X and Y uint8 or int32 alike");
+        return -1;
     }
-    Layout L;
-    make_layout(&L, dims[0], dims[1], T * dims[1], dims[2], B);
-    if (v[P].shape[0] < L.po[7] || v[G].shape[0] < L.po[7] || (!have_blocks && v[WORK].shape[0] < L.wo[10])) {
-        PyErr_Format(PyExc_ValueError, "arenas too small: P and G need %lld elements, work %lld",
-                     (long long)L.po[7], (long long)L.wo[10]);
-        goto done;
+    if (self->Y.shape[0] != self->X.shape[0] || self->X.shape[1] < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad shapes: X (N, T) with T >= 1 and Y (N,) expected");
+        return -1;
     }
-    Blocked K;
-    if (have_blocks) {  /* [ngroups, c_0 = 0, c_1, ..., c_n = H] */
-        const int64_t *bl = (const int64_t *)blocks.buf;
-        int64_t nb = blocks.shape[0], wmax = 0;
-        int ok = nb >= 3 && bl[0] >= 1 && bl[0] <= MAX_GROUPS && bl[1] == 0 && bl[nb - 1] == L.H;
+    self->itemsize = (size_t)self->P.itemsize;
+    return 0;
+}
+
+/* [ngroups in 1..MAX_GROUPS, c_0 = 0, c_1, ..., c_n = H], bounds increasing: copied into self->blocks. */
+static int take_blocks(StepObject *self, PyObject *obj, const Dims *d)
+{
+    Py_buffer view;
+    if (get_buffer(obj, &view, "blocks", 1, "lq", 0) < 0)
+        return -1;
+    int ok = contiguous(&view, "blocks");
+    const int64_t *bl = view.buf;
+    int64_t nb = ok ? view.shape[0] : 0, wmax = 0;
+    if (ok) {
+        ok = nb >= 3 && bl[0] >= 1 && bl[0] <= MAX_GROUPS && bl[1] == 0 && bl[nb - 1] == d->H;
         for (int64_t i = 1; ok && i < nb - 1; i++) {
             ok = bl[i + 1] > bl[i];
             wmax = bl[i + 1] - bl[i] > wmax ? bl[i + 1] - bl[i] : wmax;
         }
-        if (!ok) {
+        if (!ok)
             PyErr_Format(PyExc_ValueError, "blocks: [ngroups in 1..%d, 0, ..., H=%lld] with increasing column "
-                                           "bounds expected", MAX_GROUPS, (long long)L.H);
-            goto done;
-        }
-        make_blocked(&K, B, T, dims[1], L.H, L.V, bl[0], wmax);
-        K.nblk = nb - 2, K.bounds = bl + 1;
-        if (v[WORK].shape[0] < K.wo[11]) {
-            PyErr_Format(PyExc_ValueError, "arenas too small: work needs %lld elements for these blocks",
-                         (long long)K.wo[11]);
-            goto done;
-        }
+                                           "bounds expected", MAX_GROUPS, (long long)d->H);
     }
-    Data d = {v[XTR].buf, v[YTR].buf, N, T, v[XTR].strides[0], v[XTR].strides[1], v[YTR].strides[0],
-              v[XTR].itemsize};
-    /* the steps' sums in double: the softmax's (B), then batchnorm's column sums (2 H for the whole-batch
-     * step's forward, 3 wmax a group for the blocked one's forward and backward) */
-    int64_t columns = have_blocks ? 3 * K.ngroups * K.wmax : 2 * L.H;
-    size_t ndouble = (size_t)(B + columns);
-    dwork = PyMem_RawMalloc(ndouble * sizeof(double));
-    if (!dwork) {
+    if (ok && !(self->bounds = PyMem_RawMalloc((size_t)(nb - 1) * sizeof(int64_t)))) {
         PyErr_NoMemory();
-        goto done;
+        ok = 0;
     }
-    train_steps_fn *run = item == sizeof(float) ? current->f32 : current->f64;
-    int64_t done_steps;
-    Py_BEGIN_ALLOW_THREADS
-    done_steps = run(&L, have_blocks ? &K : NULL, v[P].buf, v[G].buf, v[WORK].buf, dwork, (int64_t *)v[YB].buf, &d,
-                     (const int64_t *)(intptr_t)ix_address, nsteps, lr, update, (double *)losses.buf);
-    Py_END_ALLOW_THREADS
-    result = PyLong_FromLongLong(done_steps);
-done:
-    PyMem_RawFree(dwork);
-    for (int i = 0; i < got; i++)
-        PyBuffer_Release(&v[i]);
-    if (have_losses)
-        PyBuffer_Release(&losses);
-    if (have_blocks)
-        PyBuffer_Release(&blocks);
+    if (ok) {
+        memcpy(self->bounds, bl + 1, (size_t)(nb - 1) * sizeof(int64_t));
+        self->blocks = (Blocks){.ngroups = bl[0], .nblk = nb - 2, .wmax = wmax, .chunk = block_chunk(d->B, wmax),
+                                .bounds = self->bounds};
+    }
+    PyBuffer_Release(&view);
+    return ok ? 0 : -1;
+}
+
+/* The arenas' offsets; P and G must be large enough. */
+static int lay_out_arenas(StepObject *self)
+{
+    Arenas *A = &self->A;
+    int64_t psize[NPARAMS], wsize[NWORK];
+    fill_in_param_sizes(psize, &A->dims);
+    A->param_size = lay_out(A->param_off, psize, NPARAMS);
+    if (A->blocks) {
+        fill_in_blocked_sizes(wsize, &A->dims, A->blocks);
+        self->work_size = lay_out(A->work_off, wsize, NBLKACTS);
+    } else {
+        fill_in_act_sizes(wsize, &A->dims);
+        self->work_size = lay_out(A->work_off, wsize, NACTS);
+    }
+    if (self->P.shape[0] < A->param_size || self->G.shape[0] < A->param_size) {
+        PyErr_Format(PyExc_ValueError, "arenas too small: P and G need %lld elements", (long long)A->param_size);
+        return -1;
+    }
+    return 0;
+}
+
+/* The activations' arena (NaN), the minibatch's targets and the double scratch. */
+static int allocate_work(StepObject *self)
+{
+    Arenas *A = &self->A;
+    A->work = PyMem_RawMalloc((size_t)self->work_size * self->itemsize);
+    A->Yb = PyMem_RawMalloc((size_t)A->dims.B * sizeof(int64_t));
+    A->dwork = PyMem_RawMalloc((size_t)dwork_size(&A->dims, A->blocks) * sizeof(double));
+    if (!A->work || !A->Yb || !A->dwork) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int64_t i = 0; i < self->work_size; i++) {
+        if (self->itemsize == sizeof(float))
+            ((float *)A->work)[i] = NAN;
+        else
+            ((double *)A->work)[i] = NAN;
+    }
+    return 0;
+}
+
+static int step_init(StepObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"P", "G", "X", "Y", "V", "E", "H", "B", "blocks", NULL};
+    PyObject *P, *G, *X, *Y, *blocks = Py_None;
+    long long V, E, H, B;
+    step_clear(self);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOLLLL|O:Step", kwlist, &P, &G, &X, &Y, &V, &E, &H, &B, &blocks))
+        return -1;
+    if (hold_arrays(self, P, G, X, Y) < 0)
+        return -1;
+    int64_t T = self->X.shape[1];
+    if (V < 1 || E < 1 || H < 1 || B < 2) {
+        PyErr_Format(PyExc_ValueError, "bad shapes: V, E, H >= 1 and a batch of >= 2 expected; got V=%lld E=%lld "
+                                       "H=%lld B=%lld", V, E, H, B);
+        return -1;
+    }
+    self->A.dims = (Dims){.B = B, .T = T, .E = E, .K = T * E, .H = H, .V = V};
+    self->A.data = (Data){self->X.buf, self->Y.buf, self->X.shape[0], T, self->X.strides[0], self->X.strides[1],
+                          self->Y.strides[0], self->X.itemsize};
+    self->A.P = self->P.buf, self->A.G = self->G.buf;
+    self->A.blocks = NULL;
+    if (blocks != Py_None) {
+        if (take_blocks(self, blocks, &self->A.dims) < 0)
+            return -1;
+        self->A.blocks = &self->blocks;
+    }
+    if (lay_out_arenas(self) < 0 || allocate_work(self) < 0)
+        return -1;
+    self->ready = 1;
+    return 0;
+}
+
+/* ixs: the minibatches, (nsteps, B) or one (B,), C-contiguous int64; losses: float64, one per step. */
+static PyObject *step_run(StepObject *self, PyObject *args)
+{
+    PyObject *oixs, *olosses;
+    double lr;
+    int update;
+    if (!PyArg_ParseTuple(args, "OdpO:run", &oixs, &lr, &update, &olosses))
+        return NULL;
+    if (!self->ready)
+        return PyErr_Format(PyExc_RuntimeError, "Step: not initialised");
+    Py_buffer ixs, losses;
+    if (PyObject_GetBuffer(oixs, &ixs, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return NULL;
+    if (get_buffer(olosses, &losses, "losses", 1, "d", 1) < 0) {
+        PyBuffer_Release(&ixs);
+        return NULL;
+    }
+    const char *f = ixs.format ? ixs.format : "B";
+    while (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    int64_t B = self->A.dims.B, nsteps = ixs.ndim == 2 ? ixs.shape[0] : 1;
+    PyObject *result = NULL;
+    if ((ixs.ndim != 1 && ixs.ndim != 2) || ixs.shape[ixs.ndim - 1] != B || ixs.itemsize != 8 || strlen(f) != 1 ||
+        !strchr("lq", f[0]))
+        PyErr_Format(PyExc_ValueError, "ixs: contiguous int64 minibatches of %lld, (n, B) or (B,), expected",
+                     (long long)B);
+    else if (!contiguous(&losses, "losses"))
+        ;
+    else if (losses.shape[0] < nsteps)
+        PyErr_Format(PyExc_ValueError, "losses: room for %lld steps expected", (long long)nsteps);
+    else {
+        train_steps_fn *run = self->itemsize == sizeof(float) ? current->f32 : current->f64;
+        int64_t done;
+        Py_BEGIN_ALLOW_THREADS
+        done = run(&self->A, ixs.buf, nsteps, lr, update, losses.buf);
+        Py_END_ALLOW_THREADS
+        result = PyLong_FromLongLong(done);
+    }
+    PyBuffer_Release(&ixs);
+    PyBuffer_Release(&losses);
     return result;
 }
 
-static PyObject *tuple_of(const int64_t *x, int n)
+static PyObject *step_work_size(StepObject *self, void *closure)
 {
-    PyObject *t = PyTuple_New(n);
-    for (int i = 0; t && i < n; i++) {
-        PyObject *item = PyLong_FromLongLong(x[i]);
-        if (!item) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, i, item);
-    }
-    return t;
+    return PyLong_FromLongLong(self->work_size);
 }
 
-static PyObject *py_param_offsets(PyObject *self, PyObject *args)
+static PyMethodDef step_methods[] = {
+    {"run", (PyCFunction)step_run, METH_VARARGS,
+     "run(ixs, lr, update, losses) -> steps run\n\n"
+     "A training step of the lecture's MLP per minibatch of ixs ((n, B) or (B,) int64 indices into the\n"
+     "training set); losses[s] gets step s's loss. With update false, the gradients are left in G and the\n"
+     "parameters untouched. A step whose loss is not finite (or whose minibatch holds an index outside the\n"
+     "training set: its loss is NaN and nothing is computed) is the last one run."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef step_getset[] = {
+    {"work_size", (getter)step_work_size, NULL, "elements of the activations' arena", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StepType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ninjagrad.engines._fast_step.Step",
+    .tp_doc = "Step(P, G, X, Y, V, E, H, B, blocks=None): the fast engine's steps on minibatches of B; "
+              "blocks None runs the whole batch layer by layer on this thread (BLAS threads aside), blocks = "
+              "[ngroups, 0, c_1, ..., H] the blocked step, column blocks c_i..c_i+1 dealt to ngroups threads.",
+    .tp_basicsize = sizeof(StepObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)step_init,
+    .tp_dealloc = (destructor)step_dealloc,
+    .tp_methods = step_methods,
+    .tp_getset = step_getset,
+};
+
+/* --- the module's functions ---------------------------------------------------------------------- */
+
+/* (size, ((name, offset, (rows, cols), transposed), ...)): the parameter arena's pieces in their order. */
+static PyObject *py_param_layout(PyObject *self, PyObject *args)
 {
     long long V, E, K, H;
-    if (!PyArg_ParseTuple(args, "LLLL:param_offsets", &V, &E, &K, &H))
+    if (!PyArg_ParseTuple(args, "LLLL:param_layout", &V, &E, &K, &H))
         return NULL;
-    Layout L;
-    make_layout(&L, V, E, K, H, 0);
-    return tuple_of(L.po, 8);
-}
-
-static PyObject *py_work_offsets_blocked(PyObject *self, PyObject *args)
-{
-    long long B, T, E, H, V, ngroups, wmax;
-    if (!PyArg_ParseTuple(args, "LLLLLLL:work_offsets_blocked", &B, &T, &E, &H, &V, &ngroups, &wmax))
-        return NULL;
-    Blocked K;
-    make_blocked(&K, B, T, E, H, V, ngroups, wmax);
-    return tuple_of(K.wo, 12);
-}
-
-static PyObject *py_work_offsets(PyObject *self, PyObject *args)
-{
-    long long B, K, H, V;
-    if (!PyArg_ParseTuple(args, "LLLL:work_offsets", &B, &K, &H, &V))
-        return NULL;
-    Layout L;
-    make_layout(&L, V, 1, K, H, B);
-    return tuple_of(L.wo, 11);
+    Dims d = {.E = E, .K = K, .H = H, .V = V};
+    int64_t rows[NPARAMS], cols[NPARAMS], size[NPARAMS], offset[NPARAMS];
+    fill_in_param_shapes(rows, cols, &d);
+    fill_in_param_sizes(size, &d);
+    int64_t total = lay_out(offset, size, NPARAMS);
+    PyObject *pieces = PyTuple_New(NPARAMS);
+    for (int i = 0; pieces && i < NPARAMS; i++) {
+        PyObject *piece = Py_BuildValue("(sL(LL)O)", PARAM_NAMES[i], (long long)offset[i], (long long)rows[i],
+                                        (long long)cols[i], PARAM_TRANSPOSED[i] ? Py_True : Py_False);
+        if (!piece) {
+            Py_CLEAR(pieces);
+            break;
+        }
+        PyTuple_SET_ITEM(pieces, i, piece);
+    }
+    return pieces ? Py_BuildValue("(LN)", (long long)total, pieces) : NULL;
 }
 
 static void *capsule_pointer(PyObject *capsule)
@@ -702,21 +885,10 @@ static PyObject *py_isa(PyObject *self, PyObject *unused)
 }
 
 static PyMethodDef methods[] = {
-    {"train_steps", (PyCFunction)(void (*)(void))py_train_steps, METH_FASTCALL,
-     "train_steps(P, G, work, Yb, dims, Xtr, Ytr, ix_address, nsteps, lr, update, blocks, losses) -> steps run\n\n"
-     "nsteps training steps of the lecture's MLP on the minibatches read from ix_address (nsteps * B int64s,\n"
-     "B = len(Yb)); losses[s] gets step s's loss. blocks None: the whole batch layer by layer on this thread\n"
-     "(BLAS threads aside); blocks = [ngroups, 0, c_1, ..., H]: the blocked step, column blocks c_i..c_i+1\n"
-     "dealt to ngroups threads, each with a one-thread BLAS."},
-    {"param_offsets", py_param_offsets, METH_VARARGS,
-     "param_offsets(V, E, K, H): where C, W1, b1, W2^T, b2, bngain, bnbias start in a parameter arena; "
-     "the last entry is its size."},
-    {"work_offsets", py_work_offsets, METH_VARARGS,
-     "work_offsets(B, K, H, V): where the step's activations start in its work arena; the last entry is "
-     "its size."},
-    {"work_offsets_blocked", py_work_offsets_blocked, METH_VARARGS,
-     "work_offsets_blocked(B, T, E, H, V, ngroups, wmax): the same for the blocked step, column blocks at most "
-     "wmax wide dealt to ngroups threads."},
+    {"param_layout", py_param_layout, METH_VARARGS,
+     "param_layout(V, E, K, H) -> (size, ((name, offset, (rows, cols), transposed), ...)): the parameter\n"
+     "arena's pieces in their order, each under the model's name for it; a transposed piece holds the\n"
+     "parameter's transpose (W2 as W2^T)."},
     {"set_blas", py_set_blas, METH_VARARGS, "set_blas(sgemm, dgemm): the capsules of scipy.linalg.cython_blas."},
     {"available_isas", py_available_isas, METH_NOARGS, "The kernel's instruction sets this CPU can run, best first."},
     {"use_isa", py_use_isa, METH_VARARGS, "use_isa(name): run the kernel compiled for that instruction set."},
@@ -724,12 +896,12 @@ static PyMethodDef methods[] = {
      "exp_tanh(x, e, t): e = exp(x), t = tanh(x) for float32 arrays, as the float32 step computes them."},
     {"matmul_floor", py_matmul_floor, METH_VARARGS,
      "matmul_floor(B, K, H, V, n): seconds per repeat of the six float32 matmuls of a step, n repeats."},
-    {"isa", py_isa, METH_NOARGS, "The instruction set of the kernel train_steps runs."},
+    {"isa", py_isa, METH_NOARGS, "The instruction set of the kernel Step.run runs."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fast_step", "The fast engine's one-core training step (fast_step.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_fast_step", "The fast engine's training steps (fast_step.c).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fast_step(void)
@@ -743,8 +915,11 @@ PyMODINIT_FUNC PyInit__fast_step(void)
     for (int i = 0; i < NVARIANTS && !current; i++)
         if (cpu_has(variants[i].name))
             current = &variants[i];
+    if (PyType_Ready(&StepType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "MAX_GROUPS", MAX_GROUPS) < 0)
+    if (m && (PyModule_AddIntConstant(m, "MAX_GROUPS", MAX_GROUPS) < 0 ||
+              PyModule_AddObjectRef(m, "Step", (PyObject *)&StepType) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -1,5 +1,6 @@
 /* The lecture's MLP training step, for one floating-point type: included by fast_step.c
- * once per (type, instruction set), with
+ * once per (type, instruction set), after the arenas' layout (Dims, Blocks, Arenas, the PARAM_, ACT_ and
+ * BLK_ pieces), with
  *
  *     real       float or double
  *     NAME(f)    f's name for this inclusion (f_float_avx512, ...)
@@ -20,6 +21,85 @@
  * Every array is row-major. Loops go along a row of H (or of B, for the transposed logits) and touch
  * few arrays, through `restrict` pointers, which is what lets the compiler vectorise them.
  */
+
+/* --- the arenas, as named pointers ---------------------------------------------------------------
+ * Each arena's pieces (fast_step.c lays them out: fill_in_*_sizes, lay_out), pointed at once per call. */
+
+typedef struct {
+    real *C, *W1, *b1, *W2T, *b2, *bngain, *bnbias;
+} NAME(Params);
+
+typedef struct {
+    real *embcat, *dembcat;  /* (B, K) */
+    real *hprebn, *h, *dh;  /* (B, H); hprebn becomes xhat */
+    real *logitsT;  /* (V, B), then dlogits^T */
+    real *mean, *var_inv;  /* (H) */
+    real *colmax;  /* (B) */
+    real *scratch;  /* (3 H) */
+} NAME(Acts);
+
+typedef struct {
+    real *xhat, *h;  /* (B*H) each, block by block: the panel of columns [j0, j1) starts at B*j0 */
+    real *logitsT, *logits_g;  /* (V, B), (ngroups, V, B) */
+    real *tables, *dC_g, *dh;  /* per group: (T, V, wmax), (V, E), (chunk) */
+    real *mean, *var_inv;  /* (H) */
+    real *colmax;  /* (B) */
+    real *cols;  /* per group: (2 wmax) */
+} NAME(BlockedActs);
+
+/* What the passes of one step see: the sizes, the training set, the minibatch, the parameters and their
+ * gradients, the activations of the step that runs, the minibatch's targets and the double scratch. */
+typedef struct {
+    const Dims *dims;
+    const Data *data;
+    const Blocks *blocks;  /* NULL: the whole-batch step */
+    const int64_t *ix;  /* the minibatch: B rows of the training set */
+    int64_t param_size;
+    NAME(Params) p, g;
+    NAME(Acts) a;  /* the whole-batch step's */
+    NAME(BlockedActs) b;  /* the blocked step's */
+    int64_t *Yb;
+    double *dwork;
+} NAME(Step);
+
+static NAME(Params) NAME(point_params)(void *arena, const int64_t *off)
+{
+    real *r = arena;
+    return (NAME(Params)){.C = r + off[PARAM_C], .W1 = r + off[PARAM_W1], .b1 = r + off[PARAM_B1],
+                          .W2T = r + off[PARAM_W2T], .b2 = r + off[PARAM_B2], .bngain = r + off[PARAM_BNGAIN],
+                          .bnbias = r + off[PARAM_BNBIAS]};
+}
+
+static NAME(Acts) NAME(point_acts)(void *arena, const int64_t *off)
+{
+    real *r = arena;
+    return (NAME(Acts)){.embcat = r + off[ACT_EMBCAT], .dembcat = r + off[ACT_DEMBCAT],
+                        .hprebn = r + off[ACT_HPREBN], .h = r + off[ACT_H], .dh = r + off[ACT_DH],
+                        .logitsT = r + off[ACT_LOGITST], .mean = r + off[ACT_MEAN], .var_inv = r + off[ACT_VAR_INV],
+                        .colmax = r + off[ACT_COLMAX], .scratch = r + off[ACT_SCRATCH]};
+}
+
+static NAME(BlockedActs) NAME(point_blocked_acts)(void *arena, const int64_t *off)
+{
+    real *r = arena;
+    return (NAME(BlockedActs)){.xhat = r + off[BLK_XHAT], .h = r + off[BLK_H], .logitsT = r + off[BLK_LOGITST],
+                               .logits_g = r + off[BLK_LOGITS_G], .tables = r + off[BLK_TABLES],
+                               .dC_g = r + off[BLK_DC_G], .dh = r + off[BLK_DH], .mean = r + off[BLK_MEAN],
+                               .var_inv = r + off[BLK_VAR_INV], .colmax = r + off[BLK_COLMAX],
+                               .cols = r + off[BLK_COLS]};
+}
+
+static NAME(Step) NAME(point_step)(const Arenas *A)
+{
+    NAME(Step) s = {.dims = &A->dims, .data = &A->data, .blocks = A->blocks, .param_size = A->param_size,
+                    .p = NAME(point_params)(A->P, A->param_off), .g = NAME(point_params)(A->G, A->param_off),
+                    .Yb = A->Yb, .dwork = A->dwork};
+    if (A->blocks)
+        s.b = NAME(point_blocked_acts)(A->work, A->work_off);
+    else
+        s.a = NAME(point_acts)(A->work, A->work_off);
+    return s;
+}
 
 /* --- embedding ---------------------------------------------------------------------------------- */
 
@@ -74,8 +154,9 @@ static void NAME(embedding_sgd_and_clear)(const Data *d, const int64_t *restrict
 /* --- bias + batchnorm + tanh -------------------------------------------------------------------- */
 
 /* The forward's column sums are accumulated in double (rounded once, at the end): over a near-constant
- * column the float32 mean's rounding, divided by a tiny standard deviation, was most of the float32
- * gradients' error below batchnorm (5x the manual engine's, in a batch of 14 with 2 contexts). */
+ * column the float32 mean's rounding, divided by a tiny standard deviation, would be most of the float32
+ * gradients' error below batchnorm (5x the manual engine's in a batch of 14 with 2 contexts, a case
+ * tests/test_fast_engine.py keeps). */
 static void NAME(add_bias_and_sum)(int64_t n, real *restrict x, const real *restrict bias, double *restrict sum)
 {
     for (int64_t j = 0; j < n; j++) {
@@ -124,8 +205,8 @@ static void NAME(normalise_and_tanh)(int64_t n, real *restrict x, const real *re
  * var is the batch's Bessel-corrected (n-1) variance, as in the lecture, from the squared differences
  * to the mean (two passes, as ops.batchnorm_forward: no cancellation when the mean is large). xhat
  * overwrites hprebn: the backward needs xhat and h, not hprebn. b1 is added although batchnorm
- * subtracts it again, as the lecture's forward does: leaving it out saved ~0.8 us of a ~34 us step,
- * but in batches of one repeated example made the float32 gradients of C and W1 ~100x less accurate.
+ * subtracts it again, as the lecture's forward does: without it, in batches of one repeated example,
+ * the float32 gradients of C and W1 are ~100x less accurate (for ~0.8 us of a ~34 us step).
  * `acc` holds 2*H doubles.
  */
 static void NAME(batchnorm_tanh_forward)(int64_t B, int64_t H, real *restrict hprebn, const real *restrict b1,
@@ -173,9 +254,8 @@ static void NAME(batchnorm_input_grad)(int64_t n, real *restrict dh, const real 
  * with dbnbias = sum_B dhpreact, dbngain = sum_B dhpreact xhat, and db1 = sum_B dhprebn, which by the
  * line above is -bngain var_inv / n * n/(n-1) dbngain sum_B xhat: ~0, since batchnorm subtracts the
  * mean (b1 has no effect on the loss), computed, not assumed. `scratch` holds 3*H reals. The sums
- * here stay in the activations' type: in double they matched the manual engine no better (the
- * forward's mean was what needed it), and with every column sum in double a lecture step measured
- * 0.9 and 1.4 us longer than with none (two runs, the versions taking turns). */
+ * here stay in the activations' type: in double they come no nearer the manual engine's numbers (the
+ * forward's mean is what needs double) and cost ~1 us of a lecture step. */
 static void NAME(batchnorm_tanh_backward)(int64_t B, int64_t H, real *restrict dh, const real *restrict xhat,
                                           const real *restrict h, const real *restrict bngain,
                                           const real *restrict var_inv, real *restrict dbngain,
@@ -282,20 +362,21 @@ static void NAME(sgd_update)(int64_t n, real *restrict p, const real *restrict g
 
 /* The SGD update of every parameter after a step; dC is all zero again afterwards. Only the rows of
  * dC the batch touched can be non-zero. */
-static void NAME(update)(const Layout *L, real *P, real *G, const Data *d, const int64_t *ix, double lr)
+static void NAME(update)(const NAME(Step) *s, double lr)
 {
-    const int64_t *po = L->po;
+    const Dims *D = s->dims;
     real step = (real)lr;
-    if (L->V <= L->B * d->T) {
+    if (D->V <= D->B * D->T) {
         /* a small vocabulary (27 rows against the batch's 96 lookups): C with everything else, in one
          * pass over the arenas (rows no example touched get C - lr * 0, which is C, and the gaps
          * between pieces are zero in both), then dC cleared whole: ~0.4-1 us less a step than
          * visiting the batch's rows */
-        NAME(sgd_update)(po[7] - po[0], P + po[0], G + po[0], step);
-        memset(G + po[0], 0, (size_t)(L->V * L->E) * sizeof(real));
+        NAME(sgd_update)(s->param_size, s->p.C, s->g.C, step);
+        memset(s->g.C, 0, (size_t)(D->V * D->E) * sizeof(real));
     } else {  /* a large vocabulary: only the rows the batch touched */
-        NAME(sgd_update)(po[7] - po[1], P + po[1], G + po[1], step);
-        NAME(embedding_sgd_and_clear)(d, ix, L->B, L->E, step, P + po[0], G + po[0]);
+        int64_t from_W1 = s->p.W1 - s->p.C;  /* C comes first: everything after it */
+        NAME(sgd_update)(s->param_size - from_W1, s->p.W1, s->g.W1, step);
+        NAME(embedding_sgd_and_clear)(s->data, s->ix, D->B, D->E, step, s->p.C, s->g.C);
     }
 }
 
@@ -313,43 +394,35 @@ static int NAME(minibatch_targets)(const Data *d, const int64_t *ix, int64_t B, 
 
 /* --- the step ----------------------------------------------------------------------------------- */
 
-/* Forward, backward and (if `update`) the SGD update for the minibatch ix; returns the loss, or NaN
+/* Forward, backward and (if `update`) the SGD update for the minibatch s->ix; returns the loss, or NaN
  * having done nothing if an index lies outside the training set. dC must be all zero on entry; it is
  * all zero again on return when `update` is set. */
-static double NAME(step)(const Layout *L, real *P, real *G, real *work, double *dwork, int64_t *Yb,
-                         const Data *d, const int64_t *ix, double lr, int update)
+static double NAME(step)(const NAME(Step) *s, double lr, int update)
 {
-    int64_t V = L->V, E = L->E, K = L->K, H = L->H, B = L->B;
-    const int64_t *po = L->po, *wo = L->wo;
-    real *C = P + po[0], *W1 = P + po[1], *b1 = P + po[2], *W2T = P + po[3], *b2 = P + po[4];
-    real *bngain = P + po[5], *bnbias = P + po[6];
-    real *dC = G + po[0], *dW1 = G + po[1], *db1 = G + po[2], *dW2T = G + po[3], *db2 = G + po[4];
-    real *dbngain = G + po[5], *dbnbias = G + po[6];
-    real *embcat = work + wo[0], *dembcat = work + wo[1];  /* (B, K) */
-    real *hprebn = work + wo[2], *h = work + wo[3], *dh = work + wo[4];  /* (B, H); hprebn becomes xhat */
-    real *logitsT = work + wo[5];  /* (V, B), then dlogits^T */
-    real *mean = work + wo[6], *var_inv = work + wo[7];  /* (H) */
-    real *colmax = work + wo[8];  /* (B) */
-    real *scratch = work + wo[9];  /* (3 H) */
-    double *colsum = dwork, *acc = dwork + B;  /* (B), (2 H) */
+    int64_t B = s->dims->B, K = s->dims->K, H = s->dims->H, V = s->dims->V, E = s->dims->E;
+    const NAME(Params) *p = &s->p, *g = &s->g;
+    const NAME(Acts) *a = &s->a;
+    double *colsum = s->dwork, *acc = s->dwork + B;  /* (B), (2 H) */
 
-    if (!NAME(minibatch_targets)(d, ix, B, Yb))
+    if (!NAME(minibatch_targets)(s->data, s->ix, B, s->Yb))
         return NAN;
     /* forward */
-    NAME(embedding_forward)(d, ix, B, E, C, embcat);  /* (B, K) */
-    GEMM('N', 'N', B, H, K, embcat, K, W1, H, 0, hprebn, H);  /* (B, H); b1 is added in the next pass */
-    NAME(batchnorm_tanh_forward)(B, H, hprebn, b1, bngain, bnbias, h, mean, var_inv, acc);  /* xhat, h */
-    GEMM('N', 'T', V, B, H, W2T, H, h, H, 0, logitsT, B);  /* (V, B) logits^T; b2 added in the next pass */
-    double loss = NAME(cross_entropy)(V, B, logitsT, b2, Yb, db2, colmax, colsum);  /* -> dlogits^T */
+    NAME(embedding_forward)(s->data, s->ix, B, E, p->C, a->embcat);  /* (B, K) */
+    GEMM('N', 'N', B, H, K, a->embcat, K, p->W1, H, 0, a->hprebn, H);  /* (B, H); b1 is added in the next pass */
+    NAME(batchnorm_tanh_forward)(B, H, a->hprebn, p->b1, p->bngain, p->bnbias, a->h, a->mean, a->var_inv,
+                                 acc);  /* hprebn becomes xhat; h */
+    GEMM('N', 'T', V, B, H, p->W2T, H, a->h, H, 0, a->logitsT, B);  /* (V, B) logits^T; b2 added in the next pass */
+    double loss = NAME(cross_entropy)(V, B, a->logitsT, p->b2, s->Yb, g->b2, a->colmax, colsum);  /* dlogits^T */
     /* backward */
-    GEMM('T', 'N', B, H, V, logitsT, B, W2T, H, 0, dh, H);  /* (B, H) dh = dlogits W2 */
-    GEMM('N', 'N', V, H, B, logitsT, B, h, H, 0, dW2T, H);  /* (V, H) dW2^T = dlogits^T h */
-    NAME(batchnorm_tanh_backward)(B, H, dh, hprebn, h, bngain, var_inv, dbngain, dbnbias, db1, scratch);
-    GEMM('N', 'T', B, K, H, dh, H, W1, H, 0, dembcat, K);  /* (B, K) dembcat = dhprebn W1^T */
-    GEMM('T', 'N', K, H, B, embcat, K, dh, H, 0, dW1, H);  /* (K, H) dW1 = embcat^T dhprebn */
-    NAME(embedding_backward)(d, ix, B, E, dembcat, dC);  /* (V, E) */
+    GEMM('T', 'N', B, H, V, a->logitsT, B, p->W2T, H, 0, a->dh, H);  /* (B, H) dh = dlogits W2 */
+    GEMM('N', 'N', V, H, B, a->logitsT, B, a->h, H, 0, g->W2T, H);  /* (V, H) dW2^T = dlogits^T h */
+    NAME(batchnorm_tanh_backward)(B, H, a->dh, a->hprebn, a->h, p->bngain, a->var_inv, g->bngain, g->bnbias, g->b1,
+                                  a->scratch);  /* dh becomes dhprebn */
+    GEMM('N', 'T', B, K, H, a->dh, H, p->W1, H, 0, a->dembcat, K);  /* (B, K) dembcat = dhprebn W1^T */
+    GEMM('T', 'N', K, H, B, a->embcat, K, a->dh, H, 0, g->W1, H);  /* (K, H) dW1 = embcat^T dhprebn */
+    NAME(embedding_backward)(s->data, s->ix, B, E, a->dembcat, g->C);  /* (V, E) */
     if (update)
-        NAME(update)(L, P, G, d, ix, lr);
+        NAME(update)(s, lr);
     return loss;
 }
 
@@ -414,29 +487,18 @@ static void NAME(add_row)(int64_t n, real *restrict acc, const real *restrict ro
         acc[j] += row[j];
 }
 
-/* What one step's groups share: the step's arrays, and per group its scratch. */
-typedef struct {
-    const Layout *L;
-    const Blocked *K;
-    const Data *d;
-    const int64_t *ix;
-    real *P, *G, *work;
-    double *dwork;  /* (B) the softmax's sums, then per group 3*wmax for the column sums */
-} NAME(Step);
-
 /* One column block's forward: xhat and h of the block (its (B, w) panels), its mean and var_inv, and its
  * share of the logits added to lg (V, B). `table` is the group's (T, V, >= w) scratch, `acc` its
  * column sums (>= 2 w doubles). */
-static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, real *restrict table,
+static void NAME(block_forward)(const NAME(Step) *s, int64_t j0, int64_t w, real *restrict table,
                                 real *restrict lg, double *restrict acc)
 {
-    const Layout *L = st->L;
-    const Data *d = st->d;
-    int64_t B = L->B, H = L->H, V = L->V, E = L->E, T = d->T;
-    const real *C = st->P + L->po[0], *W1 = st->P + L->po[1] + j0, *b1 = st->P + L->po[2] + j0;
-    const real *W2T = st->P + L->po[3] + j0, *bngain = st->P + L->po[5] + j0, *bnbias = st->P + L->po[6] + j0;
-    real *xhat = st->work + st->K->wo[0] + B * j0, *h = st->work + st->K->wo[1] + B * j0;
-    real *mean = st->work + st->K->wo[7] + j0, *var_inv = st->work + st->K->wo[8] + j0;
+    const Data *d = s->data;
+    int64_t B = s->dims->B, H = s->dims->H, V = s->dims->V, E = s->dims->E, T = d->T;
+    const real *C = s->p.C, *W1 = s->p.W1 + j0, *b1 = s->p.b1 + j0;
+    const real *W2T = s->p.W2T + j0, *bngain = s->p.bngain + j0, *bnbias = s->p.bnbias + j0;
+    real *xhat = s->b.xhat + B * j0, *h = s->b.h + B * j0;
+    real *mean = s->b.mean + j0, *var_inv = s->b.var_inv + j0;
     int64_t rows = block_rows(B, w);
     for (int64_t t = 0; t < T; t++)  /* (V, w) C W1_t */
         GEMM('N', 'N', V, w, E, C, E, W1 + t * E * H, H, 0, table + t * V * w, w);
@@ -445,9 +507,9 @@ static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, rea
         sum[j] = ssd[j] = 0;
     for (int64_t i = 0; i < B; i++) {
         real *x = xhat + i * w;
-        memcpy(x, table + data_x(d, st->ix[i], 0) * w, (size_t)w * sizeof(real));
+        memcpy(x, table + data_x(d, s->ix[i], 0) * w, (size_t)w * sizeof(real));
         for (int64_t t = 1; t < T; t++)
-            NAME(add_row)(w, x, table + (t * V + data_x(d, st->ix[i], t)) * w);  /* embcat W1 of example i */
+            NAME(add_row)(w, x, table + (t * V + data_x(d, s->ix[i], t)) * w);  /* embcat W1 of example i */
         NAME(add_bias_and_sum)(w, x, b1, sum);  /* hprebn, b1 added as the one-core step does */
     }
     NAME(mean_from_sum)(w, B, sum, mean);
@@ -472,19 +534,17 @@ static void NAME(block_forward)(const NAME(Step) *st, int64_t j0, int64_t w, rea
  *      onehot(X_t)^T dhprebn, accumulated, never assigned, so a character seen twice gets both rows.
  * Then, from the S_t, the first layer's gradients without a K-deep matmul over the batch:
  * dW1_t = embcat_t^T dhprebn = C^T S_t, and dC += dembcat_t scattered by X_t = S_t W1_t^T. */
-static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, real *restrict table,
+static void NAME(block_backward)(const NAME(Step) *s, int64_t j0, int64_t w, real *restrict table,
                                  real *restrict cols, double *restrict acc, real *restrict dh, real *restrict dC_g)
 {
-    const Layout *L = st->L;
-    const Data *d = st->d;
-    int64_t B = L->B, H = L->H, V = L->V, E = L->E, T = d->T;
-    const real *C = st->P + L->po[0], *W1 = st->P + L->po[1] + j0, *W2T = st->P + L->po[3] + j0;
-    const real *bngain = st->P + L->po[5] + j0;
-    real *dW1 = st->G + L->po[1] + j0, *db1 = st->G + L->po[2] + j0, *dW2T = st->G + L->po[3] + j0;
-    real *dbngain = st->G + L->po[5] + j0, *dbnbias = st->G + L->po[6] + j0;
-    const real *xhat = st->work + st->K->wo[0] + B * j0, *var_inv = st->work + st->K->wo[8] + j0;
-    real *h = st->work + st->K->wo[1] + B * j0;
-    const real *dlogitsT = st->work + st->K->wo[2];
+    const Data *d = s->data;
+    int64_t B = s->dims->B, H = s->dims->H, V = s->dims->V, E = s->dims->E, T = d->T;
+    const real *C = s->p.C, *W1 = s->p.W1 + j0, *W2T = s->p.W2T + j0, *bngain = s->p.bngain + j0;
+    real *dW1 = s->g.W1 + j0, *db1 = s->g.b1 + j0, *dW2T = s->g.W2T + j0;
+    real *dbngain = s->g.bngain + j0, *dbnbias = s->g.bnbias + j0;
+    const real *xhat = s->b.xhat + B * j0, *var_inv = s->b.var_inv + j0;
+    real *h = s->b.h + B * j0;
+    const real *dlogitsT = s->b.logitsT;
     real *a = cols, *csg = cols + w;  /* `cols`: the group's 2*wmax reals, `acc` its 3*wmax doubles */
     double *sb = acc, *sg = acc + w, *sdb1 = acc + 2 * w;
     int64_t rows = block_rows(B, w);
@@ -509,7 +569,7 @@ static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, re
         real *row = h + i * w;
         NAME(batchnorm_input_grad_and_sum)(w, row, xhat + i * w, (real)B, a, dbnbias, csg, sdb1);
         for (int64_t t = 0; t < T; t++)
-            NAME(add_row)(w, table + (t * V + data_x(d, st->ix[i], t)) * w, row);  /* S_t scatter-added */
+            NAME(add_row)(w, table + (t * V + data_x(d, s->ix[i], t)) * w, row);  /* S_t scatter-added */
     }
     for (int64_t j = 0; j < w; j++)
         db1[j] = (real)sdb1[j];
@@ -522,73 +582,68 @@ static void NAME(block_backward)(const NAME(Step) *st, int64_t j0, int64_t w, re
 
 static void NAME(group_forward)(void *ctx, int64_t g)
 {
-    const NAME(Step) *st = ctx;
-    const Blocked *K = st->K;
-    int64_t V = st->L->V, B = st->L->B, T = st->d->T;
-    real *lg = st->work + K->wo[3] + g * V * B;  /* (V, B) this group's share of logits^T */
-    real *table = st->work + K->wo[4] + g * T * V * K->wmax;
-    double *acc = st->dwork + B + g * 3 * K->wmax;
+    const NAME(Step) *s = ctx;
+    const Blocks *bk = s->blocks;
+    int64_t V = s->dims->V, B = s->dims->B, T = s->dims->T;
+    real *lg = s->b.logits_g + g * V * B;  /* (V, B) this group's share of logits^T */
+    real *table = s->b.tables + g * T * V * bk->wmax;
+    double *acc = s->dwork + B + g * 3 * bk->wmax;
     memset(lg, 0, (size_t)(V * B) * sizeof(real));
-    for (int64_t blk = g; blk < K->nblk; blk += K->ngroups)
-        NAME(block_forward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, lg, acc);
+    for (int64_t blk = g; blk < bk->nblk; blk += bk->ngroups)
+        NAME(block_forward)(s, bk->bounds[blk], bk->bounds[blk + 1] - bk->bounds[blk], table, lg, acc);
 }
 
 static void NAME(group_backward)(void *ctx, int64_t g)
 {
-    const NAME(Step) *st = ctx;
-    const Blocked *K = st->K;
-    int64_t V = st->L->V, E = st->L->E, T = st->d->T, B = st->L->B;
-    real *dC_g = st->work + K->wo[5] + g * V * E;  /* (V, E) this group's share of dC */
-    real *table = st->work + K->wo[4] + g * T * V * K->wmax;
-    real *dh = st->work + K->wo[6] + g * K->chunk;
-    real *cols = st->work + K->wo[10] + g * 2 * K->wmax;
-    double *acc = st->dwork + B + g * 3 * K->wmax;
+    const NAME(Step) *s = ctx;
+    const Blocks *bk = s->blocks;
+    int64_t V = s->dims->V, E = s->dims->E, T = s->dims->T, B = s->dims->B;
+    real *dC_g = s->b.dC_g + g * V * E;  /* (V, E) this group's share of dC */
+    real *table = s->b.tables + g * T * V * bk->wmax;
+    real *dh = s->b.dh + g * bk->chunk;
+    real *cols = s->b.cols + g * 2 * bk->wmax;
+    double *acc = s->dwork + B + g * 3 * bk->wmax;
     memset(dC_g, 0, (size_t)(V * E) * sizeof(real));
-    for (int64_t blk = g; blk < K->nblk; blk += K->ngroups)
-        NAME(block_backward)(st, K->bounds[blk], K->bounds[blk + 1] - K->bounds[blk], table, cols, acc, dh, dC_g);
+    for (int64_t blk = g; blk < bk->nblk; blk += bk->ngroups)
+        NAME(block_backward)(s, bk->bounds[blk], bk->bounds[blk + 1] - bk->bounds[blk], table, cols, acc, dh, dC_g);
 }
 
 /* The blocked step's forward, backward and (if `update`) SGD update; returns the loss, or NaN having
- * done nothing for an index outside the training set. The arenas P, G are laid out as for the one-core
- * step; work by make_blocked. */
-static double NAME(step_blocked)(const Layout *L, const Blocked *K, real *P, real *G, real *work, double *dwork,
-                                 int64_t *Yb, const Data *d, const int64_t *ix, double lr, int update)
+ * done nothing for an index outside the training set. */
+static double NAME(step_blocked)(const NAME(Step) *s, double lr, int update)
 {
-    int64_t V = L->V, E = L->E, B = L->B;
-    NAME(Step) st = {L, K, d, ix, P, G, work, dwork};
-    real *logitsT = work + K->wo[2], *logits_g = work + K->wo[3], *dC_g = work + K->wo[5];
-    real *dC = G + L->po[0];
-    if (!NAME(minibatch_targets)(d, ix, B, Yb))
+    int64_t V = s->dims->V, E = s->dims->E, B = s->dims->B, ngroups = s->blocks->ngroups;
+    const NAME(BlockedActs) *b = &s->b;
+    if (!NAME(minibatch_targets)(s->data, s->ix, B, s->Yb))
         return NAN;
-    run_groups(K->ngroups, NAME(group_forward), &st);
-    memcpy(logitsT, logits_g, (size_t)(V * B) * sizeof(real));
-    for (int64_t g = 1; g < K->ngroups; g++)  /* in a fixed order: the sum does not depend on which thread ran first */
-        NAME(add_row)(V * B, logitsT, logits_g + g * V * B);
-    double loss = NAME(cross_entropy)(V, B, logitsT, P + L->po[4], Yb, G + L->po[4], work + K->wo[9], dwork);
-    run_groups(K->ngroups, NAME(group_backward), &st);
+    run_groups(ngroups, NAME(group_forward), (void *)s);
+    memcpy(b->logitsT, b->logits_g, (size_t)(V * B) * sizeof(real));
+    for (int64_t g = 1; g < ngroups; g++)  /* in a fixed order: the sum does not depend on which thread ran first */
+        NAME(add_row)(V * B, b->logitsT, b->logits_g + g * V * B);
+    double loss = NAME(cross_entropy)(V, B, b->logitsT, s->p.b2, s->Yb, s->g.b2, b->colmax, s->dwork);
+    run_groups(ngroups, NAME(group_backward), (void *)s);
     /* all of dC: the rows no example touched get exact zeros from their zero rows of S_t */
-    memcpy(dC, dC_g, (size_t)(V * E) * sizeof(real));
-    for (int64_t g = 1; g < K->ngroups; g++)
-        NAME(add_row)(V * E, dC, dC_g + g * V * E);
+    memcpy(s->g.C, b->dC_g, (size_t)(V * E) * sizeof(real));
+    for (int64_t g = 1; g < ngroups; g++)
+        NAME(add_row)(V * E, s->g.C, b->dC_g + g * V * E);
     if (update)
-        NAME(update)(L, P, G, d, ix, lr);
+        NAME(update)(s, lr);
     return loss;
 }
 
-/* nsteps steps on the minibatches ixs[s] (B int64s each), by the blocked step when K is given, else by
- * the one-core step; losses[s] gets step s's loss. A step whose loss is not finite is the last (its
- * update is made, as a one-step call would make it). Returns the number of steps run. */
-static int64_t NAME(train_steps)(const Layout *L, const Blocked *K, void *P, void *G, void *work, double *dwork,
-                                 int64_t *Yb, const Data *d, const int64_t *ixs, int64_t nsteps, double lr,
-                                 int update, double *losses)
+/* nsteps steps on the minibatches ixs[s] (B int64s each), by the blocked step when the arenas have blocks,
+ * else by the whole-batch step; losses[s] gets step s's loss. A step whose loss is not finite is the last
+ * (its update is made, as a one-step call would make it). Returns the number of steps run. */
+static int64_t NAME(train_steps)(const Arenas *A, const int64_t *ixs, int64_t nsteps, double lr, int update,
+                                 double *losses)
 {
-    for (int64_t s = 0; s < nsteps; s++) {
-        const int64_t *ix = ixs + s * L->B;
-        double loss = K ? NAME(step_blocked)(L, K, (real *)P, (real *)G, (real *)work, dwork, Yb, d, ix, lr, update)
-                        : NAME(step)(L, (real *)P, (real *)G, (real *)work, dwork, Yb, d, ix, lr, update);
-        losses[s] = loss;
+    NAME(Step) s = NAME(point_step)(A);
+    for (int64_t i = 0; i < nsteps; i++) {
+        s.ix = ixs + i * A->dims.B;
+        double loss = A->blocks ? NAME(step_blocked)(&s, lr, update) : NAME(step)(&s, lr, update);
+        losses[i] = loss;
         if (!isfinite(loss))
-            return s + 1;
+            return i + 1;
     }
     return nsteps;
 }
