@@ -22,9 +22,16 @@ import sys
 import time
 from contextlib import contextmanager
 
+import numpy
+import scipy
 import torch
 
+from .engines import make_engine
+from .engines.fast import kernel_missing, load_step_kernel
+from .engines.threads import choose_threads, explain, step_size
 from .errors import UsageError
+from .models import MLP, MLPConfig
+from .peers import jax_available, make_peers
 
 LECTURE_STEPS = 200_000
 N_TRAIN = 182_625  # training examples of the lecture's names.txt split: the synthetic set has as many
@@ -44,17 +51,9 @@ def machine() -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(), "numpy": numpy.__version__,
+            "scipy": scipy.__version__}
     try:
-        import numpy
-        import scipy
-
-        info.update(numpy=numpy.__version__, scipy=scipy.__version__)
-    except ImportError:
-        pass
-    try:
-        from .engines.fast import load_step_kernel
-
         info["fast_kernel"] = load_step_kernel().isa()  # which compiled copy of the step this CPU runs
     except UsageError:
         info["fast_kernel"] = None  # not built: no C compiler at install
@@ -120,10 +119,6 @@ def synthetic_data(vocab: int = 27, block_size: int = 3, n: int = N_TRAIN, seed:
 
 def make_engines(names, B=32, H=200, E=10, T=3, V=27, device="cpu", dtype=torch.float32, seed=42, peers=False):
     """Each named engine (and with `peers`, each peer this machine can run) on its own copy of one model."""
-    from .engines import make_engine
-    from .models import MLP, MLPConfig
-    from .peers import make_peers
-
     X, Y = synthetic_data(V, T, device=device)
 
     def make_model():
@@ -139,8 +134,6 @@ def make_engines(names, B=32, H=200, E=10, T=3, V=27, device="cpu", dtype=torch.
 def torch_threads(engines: dict, B: int, given: int | None) -> tuple[int, str]:
     """The torch threads of the engines' steps, and why: `given` (--threads), else what a training run
     of this shape would choose (engines/threads.py)."""
-    from .engines.threads import choose_threads, explain, step_size
-
     if given is not None:
         return given, "--threads"
     e = next(iter(engines.values()))
@@ -204,9 +197,6 @@ def engine_table(steps: int, repeats: int, B: int = 32, H: int = 200, threads: i
                  peers: bool = False, busy: bool = False) -> dict:
     """Every engine at the lecture's shapes (with `peers`, torch.compile and JAX beside them; the CUDA
     graph engine where a GPU is present); with `busy`, timed a second time beside a busy neighbour."""
-    from .engines.fast import kernel_missing
-    from .peers import jax_available
-
     missing = kernel_missing()
     engines, N = make_engines(["autograd", "manual"] + (["fast"] if missing is None else []), B=B, H=H, peers=peers)
     n, why = torch_threads(engines, B, threads)
@@ -235,8 +225,6 @@ def scaling_table(steps: int, repeats: int, batches=(32, 256, 4096), hiddens=(20
                   threads: int | None = None) -> list[dict]:
     """The fast engine (and the manual one, for reference, on the threads training would give it)
     from the lecture's shapes to large ones."""
-    from .engines.fast import kernel_missing
-
     rows = []
     peak = matmul_gflops()
     names = ["manual"] + (["fast"] if kernel_missing() is None else [])

@@ -58,7 +58,8 @@ def jax_available() -> bool:
 
 
 def make_jax_steps():
-    """The lecture's step in JAX, jitted: (one step, a scan over a chunk of steps)."""
+    """The lecture's step in JAX, jitted: (one step, a scan over a chunk of steps). JAX is optional: it is
+    imported here, where it is used, and only when installed (jax_available)."""
     import jax
     import jax.numpy as jnp
 

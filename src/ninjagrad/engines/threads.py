@@ -8,7 +8,7 @@ a step's matmuls (its largest ops), on average.
 
 `python benchmarks/threads.py` measures both thread counts per shape, on the machine as it is and
 beside a CPU-bound neighbour (its table is in benchmarks/README.md). On the shared 2-core machine this
-project runs on, one thread was faster than two at every shape measured, from the lecture's MLP (0.2 M
+project runs on, one thread is faster than two at every shape of that table, from the lecture's MLP (0.2 M
 multiply-adds a matmul: 6-18x faster) through WaveNets and transformers (1-17 M: 3-39x) to an
 8192 x 1024 MLP (239 M: 1.4-1.7x), the gap shrinking as the products grow. More threads are left to
 steps whose matmuls are larger still, where splitting a product costs little even beside other work
