@@ -35,6 +35,7 @@ def test_step_flops_counts_six_matmuls():
     assert bench.step_flops(32, 30, 200, 27) == 6 * 32 * 30 * 200 + 6 * 32 * 200 * 27
 
 
+@pytest.mark.slow
 def test_bench_json(capsys):
     assert main(["bench", "--json", "--steps", "3", "--repeats", "5", "--no-dc"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -84,6 +85,7 @@ for k, p in manual.model.params.items():
 """
 
 
+@pytest.mark.slow
 def test_the_jax_peers_take_the_manual_engines_steps():
     """In a process of its own: JAX starts threads, after which forking (subprocess) warns in every later test."""
     import importlib.util

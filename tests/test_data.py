@@ -6,6 +6,7 @@ from ninjagrad.data import Vocab, build_dataset, load_babynames, load_words, mak
 from ninjagrad.errors import UsageError
 
 
+@pytest.mark.names
 def test_lecture_split_shapes(names_path):
     splits = make_splits(load_words(names_path), block_size=3)
     assert tuple(splits.Xtr.shape) == (182625, 3)

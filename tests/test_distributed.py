@@ -43,6 +43,7 @@ def common(words, out, batch=32):
             "--no-progress", "--samples", 3, "--device", "cpu", "--checkpoint-every", 1000]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_two_processes_match_one(small_words, tmp_path):
     dp_out = tmp_path / "dp"
@@ -67,6 +68,7 @@ def test_two_processes_match_one(small_words, tmp_path):
     assert summary["processes"] == 2 and abs(summary["val_loss"] - single["val_loss"]) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_uneven_batch_is_refused(small_words, tmp_path):
     r = torchrun(*common(small_words, tmp_path / "x", batch=33))

@@ -110,6 +110,7 @@ def test_gelu_solution_agrees_with_the_op():
     assert close(mine["hpre"], ops.gelu_backward(g["h"], cache))
 
 
+@pytest.mark.slow
 def test_cli_exercise_hint_explain(tmp_path, capsys):
     out = tmp_path / "ex7.py"
     assert main(["exercise", "7", "-o", str(out)]) == 0

@@ -270,6 +270,7 @@ def test_train_resume_equals_uninterrupted_run(tmp_path):
     assert summary["engine"] == "fast" and summary["steps"] == 60 and summary["train_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_resume_runs_large_steps_the_way_the_checkpoint_says(tmp_path, monkeypatch):
     """From B*H = 2^17 on several cores the engine picks its step by timing, and the ways sum in different
     orders. The checkpoint keeps the pick, so a resumed run runs the way the interrupted one did whatever
@@ -429,6 +430,7 @@ def test_fastest_candidate_is_kept_by_its_second_fastest_call():
     assert fastest([[5.0], [4.0]]) == 1  # a single call is its own second-fastest
 
 
+@pytest.mark.slow
 def test_large_batches_time_their_candidates_once_without_touching_the_run():
     """From B*H = 2^17 on several cores the engine times three ways to run a step on minibatches of its
     own, updating nothing, keeps one, and then computes the manual engine's numbers."""

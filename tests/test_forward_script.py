@@ -131,6 +131,7 @@ def test_unreadable_forward(tmp_path):
         check_file(str(tmp_path / "b.py"), forward=str(tmp_path / "latin1.py"))
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, capsys):
     """Through the worker process, as a user runs it: 0 when right, 1 with a diagnosis, 2 for a bad forward."""
     assert main(["check", BACKWARD, "--forward", FORWARD, "--json"]) == 0

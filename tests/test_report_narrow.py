@@ -64,6 +64,7 @@ def test_notes_for_rounding_and_missing_are_listed_too(report):
     assert "dextra missing: dextra is never assigned [sic]" in flat(text)  # markup in notes is escaped
 
 
+@pytest.mark.slow
 def test_cli_at_80_columns(tmp_path):
     """As a user sees it: COLUMNS=80 ninjagrad check FILE on a buggy copy of exercise 2's solution."""
     from ninjagrad.check.exercises import get_exercise

@@ -14,7 +14,7 @@ LONG: dict[str, str] = {}  # "path:function" -> why it stays long
 # check/ follows the same rules under its own owner's review; the exercises are learners' scripts (data)
 OUTSIDE = ("check", "exercises")
 # probes that remain, each with its reason; none may be added
-PROBES = {"engines/compiled.py": "getattr(model, 'reduce', None): Model.reduce is always set; its owner drops the default"}
+PROBES = {"engines/compiled.py": "getattr(model, 'reduce', None): Model.reduce is always set; the owner drops it"}
 
 
 def python_files():

@@ -75,6 +75,7 @@ def wait_for_step(out, step, proc, limit=60):
     pytest.fail("no checkpoint appeared")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_resume_after_kill_equals_uninterrupted(small_words, tmp_path, sig):
     steps = 3000
