@@ -128,7 +128,7 @@ class CompiledEngine(Engine):
 
     def __init__(self, model, Xtr, Ytr, optimizer=None):
         super().__init__(model, Xtr, Ytr, optimizer)
-        if getattr(model, "reduce", None) is not None:
+        if model.reduce is not None:  # set by a data-parallel run
             raise UsageError("--engine compiled: data-parallel runs all-reduce the manual engine's gradients; "
                              "use --engine manual")
         self.names = list(model.params)
@@ -137,7 +137,7 @@ class CompiledEngine(Engine):
         like = model.params[self.names[0]]
         self.dtype, self.device = like.dtype, like.device
         self.graphs: dict[tuple[str, int], object] = {}  # (what, batch size) -> compiled graph
-        self.compile_seconds: dict[str, float] = {}  # trace + compile of each graph, first batch size
+        self.compile_seconds: dict[str, float] = {}  # seconds to trace and compile each graph (its first batch size)
 
     # --- what the graphs compute, on the flat list of tensors they are called with ------------------
 
