@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from .engines.base import Engine
+from .engines.manual import ManualEngine
 
 SCAN_CHUNK = 64  # steps per call of the scanned JAX step: the fast engine's chunk at the lecture's shapes
 
 
-class CompiledManualEngine(Engine):
+class CompiledManualEngine(ManualEngine):
     """torch.compile over the manual engine's step: gather, forward, the hand-written backward, SGD."""
 
     name = "torch.compile"
@@ -33,7 +34,7 @@ class CompiledManualEngine(Engine):
     def __init__(self, model, Xtr, Ytr, optimizer=None):
         super().__init__(model, Xtr, Ytr, optimizer)
         self._step = torch.compile(self._eager_step, dynamic=False)
-        self.lr = torch.zeros((), dtype=model.params["W1"].dtype)  # a tensor, so a new lr needs no new graph
+        self.lr = torch.zeros((), dtype=model.dtype)  # a tensor, so a new lr needs no new graph
 
     @torch.no_grad()
     def _eager_step(self, ix, lr):
@@ -42,11 +43,6 @@ class CompiledManualEngine(Engine):
         for k, p in self.model.params.items():
             p.sub_(grads[k] * lr)
         return loss
-
-    def loss_and_grads(self, ix):
-        with torch.no_grad():
-            loss, cache = self.model.forward(self.Xtr[ix], self.Ytr[ix])
-            return loss.item(), self.model.backward(cache)
 
     def step(self, ix, lr):
         self.lr.fill_(lr)

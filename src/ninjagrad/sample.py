@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 
 from .data import Vocab
+from .models import Model
 
 MAX_LEN = 60  # a name longer than this is cut: an untrained model may never emit '.'
 
 
 @torch.no_grad()
-def sample_words(model, vocab: Vocab, num: int, generator: torch.Generator) -> list[str]:
+def sample_words(model: Model, vocab: Vocab, num: int, generator: torch.Generator) -> list[str]:
     """Start from a context of '.', draw from softmax(logits) until '.' comes out."""
-    device = next(iter(model.params.values())).device
+    device = model.device
     block_size = model.config.block_size
     words = []
     for _ in range(num):
