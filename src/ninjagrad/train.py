@@ -35,7 +35,7 @@ from .sample import sample_words
 @dataclass
 class TrainConfig:
     model: str = "mlp"  # which model (see ninjagrad.models)
-    engine: str | None = None  # how gradients are computed: manual | autograd | fast | user; None: see default_engine
+    engine: str | None = None  # how gradients are computed: a name of ENGINES, or user; None: see default_engine
     steps: int = 200_000  # optimisation steps (the lecture's 200k)
     batch_size: int = 32  # examples per step
     lr: float = 0.1  # learning rate; a tenth of it from lr_decay_step on
@@ -178,7 +178,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, generator: torch.Generator) -
 @torch.no_grad()
 def split_loss(model, X, Y, chunk: int = 8192) -> float:
     """Mean cross-entropy over a whole split in evaluation mode, 8192 rows at a time: the forward's
-    (rows, n_hidden) intermediates stay a few MB each (65,536 rows made a ~200 MB peak at n_hidden 200)."""
+    (rows, n_hidden) intermediates stay a few MB each (65,536 rows would make a ~200 MB peak at n_hidden 200)."""
     total = 0.0
     for i in range(0, X.shape[0], chunk):
         logits = model.logits(X[i:i + chunk])

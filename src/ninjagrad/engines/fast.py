@@ -177,6 +177,7 @@ class FastEngine(Engine):
         self.G = np.zeros(size, self.np_dtype)
         self.pviews = self._views(self.P)
         self.gviews = self._views(self.G)
+        self.transposed = {name for name, _, _, transposed in self.layout if transposed}  # W2, kept as W2^T
         self.sync_from_model()
         self.plans = {}
         self.losses = np.empty(self.MAX_CHUNK)  # the kernel's per-step losses
@@ -203,14 +204,13 @@ class FastEngine(Engine):
 
     def _as_model(self, name: str, piece: np.ndarray) -> torch.Tensor:
         """An arena's piece as the model's parameter `name` (a view: transposed back, or reshaped)."""
-        transposed = next(t for n, _, _, t in self.layout if n == name)
         t = torch.from_numpy(piece)
-        return t.T if transposed else t.view(self.model.params[name].shape)
+        return t.T if name in self.transposed else t.view(self.model.params[name].shape)
 
     def sync_from_model(self):
         """Copy the model's parameters into the engine's arena (transposed where the arena keeps W2^T)."""
-        for k, v in self.pviews.items():
-            with torch.no_grad():
+        with torch.no_grad():
+            for k, v in self.pviews.items():
                 self._as_model(k, v).copy_(self.model.params[k])
 
     def sync_to_model(self):
