@@ -13,8 +13,7 @@ MAX_LINES = 60  # a function longer than this is split, or listed in LONG with t
 LONG: dict[str, str] = {}  # "path:function" -> why it stays long
 # check/ follows the same rules under its own owner's review; the exercises are learners' scripts (data)
 OUTSIDE = ("check", "exercises")
-# probes that remain, each with its reason; none may be added
-PROBES = {"engines/compiled.py": "getattr(model, 'reduce', None): Model.reduce is always set; the owner drops it"}
+PROBES: dict[str, str] = {}  # "path" -> why a probe stays there (none does)
 
 
 def python_files():
