@@ -21,6 +21,8 @@ import pytest
 
 from ninjagrad.check.exercises import get_exercise
 
+pytestmark = pytest.mark.slow  # one batch of ~40 hostile files, judged in sandboxes: about a minute
+
 OK = ("exact", "rounding")
 SECRET = "sekret-7f3a9c"
 TAG = "# ninjagrad exercise 2\n"
@@ -74,12 +76,14 @@ def attacks(d: Path, port: int) -> dict[str, str]:
         "float64": TAG + "dlogits = F.softmax(logits.double(), 1)\ndlogits[range(n), Yb] -= 1\ndlogits /= n\n",
         # --- no harm
         "secrets": TAG + "import os\nseen = str(dict(os.environ))\n"
-                         "for p in ('/proc/self/environ', f'/proc/{os.getppid()}/environ', f'/proc/{os.getppid()}/cmdline'):\n"
+                         "for p in ('/proc/self/environ', f'/proc/{os.getppid()}/environ',\n"
+                         "          f'/proc/{os.getppid()}/cmdline'):\n"
                          "    try:\n        seen += open(p, 'rb').read().decode('latin-1')\n"
                          "    except OSError:\n        pass\n"
                          f"raise RuntimeError('LEAK' if {SECRET!r} in seen or 'good.py' in seen else 'SAFE')\n",
-        "network": TAG + "import socket\ns = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
-                         "s.sendall(b'exfiltrated')\n" % port,
+        "network": TAG + "import socket\n"
+                         f"s = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                         "s.sendall(b'exfiltrated')\n",
         "files": TAG + "import os\n"
                        f"for p in ({str(d / 'pwned.txt')!r}, {str(home / 'ninjagrad-pwned.txt')!r}):\n"
                        "    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n"
@@ -93,7 +97,8 @@ def attacks(d: Path, port: int) -> dict[str, str]:
                          "        time.sleep(120)\n    os._exit(0)\n",
         "hogs": TAG + "for p in ('/dev/shm/ninjagrad-hog', '/tmp/ninjagrad-hog'):\n"
                       "    try:\n        open(p, 'wb').write(b'x' * (200 << 20))\n    except OSError:\n        pass\n",
-        "stderr_flood": TAG + "import sys\nsys.stderr.write('x' * (40 << 20))\nsys.stderr.write('y' * 200_000 + '\\n')\n"
+        "stderr_flood": TAG + "import sys\nsys.stderr.write('x' * (40 << 20))\n"
+                              "sys.stderr.write('y' * 200_000 + '\\n')\n"
                               "raise RuntimeError('z' * 200_000)\n",
         "no_alarm": TAG + "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\n"
                           "signal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n",

@@ -30,6 +30,7 @@ def files(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_one_wrong_file_table(files):
     """One file: the table, and exit status 1 when a gradient is wrong (0 when all are right: see below)."""
     p = ninjagrad("check", str(files / "sign.py"), "--exercise", "1")
@@ -37,6 +38,7 @@ def test_one_wrong_file_table(files):
     assert "dhpreact" in p.stdout and "sign" in p.stdout and "wrong" in p.stdout
 
 
+@pytest.mark.slow
 def test_several_files_each_isolated(files):
     """An infinite loop, a syntax error, a hard crash and an unreadable file are reported per file; the good
     file is still judged."""
@@ -59,6 +61,7 @@ def test_several_files_each_isolated(files):
     assert p.returncode == 2  # the worst of the files: a usage error (unparsable file)
 
 
+@pytest.mark.slow
 def test_exit_0_when_all_right(files, capsys):
     assert main(["check", str(files / "good.py"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["ok"]

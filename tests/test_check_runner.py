@@ -7,7 +7,6 @@ import torch
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.runner import parse_learner
 from ninjagrad.check.statements import writes_of
-from ninjagrad.errors import UsageError
 
 LOOP = """dC = torch.zeros_like(C)
 for k in range(Xb.shape[0]):
@@ -137,7 +136,8 @@ def test_a_raising_line_is_an_error_and_judging_goes_on(ctx1, solution):
 
 
 def test_missing_variable_and_non_tensor_and_dtype(ctx1, solution):
-    src = solution.replace("dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv", "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv\ndbnvar = dbnvar.double()")
+    line = "dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv"
+    src = solution.replace(line, line + "\ndbnvar = dbnvar.double()")
     src = src.replace("db2 = dlogits.sum(0)", "db2 = dlogits.sum(0).tolist()")
     src = src.replace("dbnraw = bngain * dhpreact", "")
     r = by_name(check_source("d.py", src, ctx1))
@@ -205,7 +205,8 @@ def test_tanh_platform_note(ctx1, solution):
 
 
 def test_writes_of_sees_every_way_to_change_a_variable():
-    prog = parse_learner("w.py", "a = 1\nb += 2\nc[0] = 3\nd.index_add_(0, i, x)\nfor k in r:\n    e[k] += 1\nf.g = 2\n")
+    prog = parse_learner("w.py", "a = 1\nb += 2\nc[0] = 3\nd.index_add_(0, i, x)\n"
+                                 "for k in r:\n    e[k] += 1\nf.g = 2\n")
     assert [writes_of(u.node) for u in prog.units] == [{"a"}, {"b"}, {"c"}, {"d"}, {"k", "e"}, {"f"}]
 
 

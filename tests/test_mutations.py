@@ -107,7 +107,8 @@ def mutants(source: str, judged: list[str], shapes: dict) -> list[Mutant]:
         # transpose: a matmul written the other way round
         for i in idx:
             node = stmts[i][0]
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) and isinstance(node.value.op, ast.MatMult):
+            matmul = isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp)
+            if matmul and isinstance(node.value.op, ast.MatMult):
                 a = ast.unparse(node.value.left)
                 b = ast.unparse(node.value.right)
                 out.append(Mutant("transpose", x, "transpose", replaced(i, f"{dvar} = ({b}).T @ ({a}).T")))
@@ -163,6 +164,7 @@ def ctx():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_every_mutant_is_caught_with_the_right_kind(ctx):
     rows = run_mutants(ctx)
     assert len(rows) >= 50, "the suite should produce a mutant per applicable operator and gradient"
@@ -173,6 +175,7 @@ def test_every_mutant_is_caught_with_the_right_kind(ctx):
     assert {"sign", "factor", "drop", "wrong", "transpose", "alias", "duplicate"} <= ops
 
 
+@pytest.mark.slow
 def test_strict_shapes_fail_every_dropped_keepdim(ctx):
     rows = [(m, got) for m, hit, got, ok in run_mutants(ctx, strict_shapes=True) if m.op == "drop keepdim"]
     assert len(rows) >= 5 and all(got == "broadcast" for _, got in rows), rows
@@ -211,7 +214,7 @@ if __name__ == "__main__":
     from ninjagrad.check.core import prepare
     torch.set_num_threads(1)
     rows = run_mutants(prepare(1))
-    for m, hit, got, ok in rows:
+    for m, hit, got, _ in rows:
         print(f"{'ok  ' if hit else 'MISS'} {m.op:32s} d{m.target:16s} expected {m.expect:16s} got {got}")
     caught = sum(hit for _, hit, _, _ in rows)
     print(f"mutation score: {caught}/{len(rows)} mutants judged as expected "

@@ -16,12 +16,26 @@ import sys
 import pytest
 import torch
 
-from .learners import build
-from .learners.build import (BATCH, CMP, DATA, DATASET, EX1, EX2, EX2_FORWARD, EX3, EX3_FORWARD, EX4, FORWARD,
-                            IMPORTS, INIT, LECTURE, VOCAB)
 from ninjagrad.check.layout import notebook_layout
 from ninjagrad.check.notebook import check_notebook
 from ninjagrad.check.submission import read_submission
+
+from .learners import build
+from .learners.build import (
+    BATCH,
+    CMP,
+    DATA,
+    DATASET,
+    EX1,
+    EX3,
+    EX3_FORWARD,
+    EX4,
+    FORWARD,
+    IMPORTS,
+    INIT,
+    LECTURE,
+    VOCAB,
+)
 
 OK = ("exact", "rounding")
 SETUP = [("code", IMPORTS), ("code", DATA), ("code", VOCAB), ("code", DATASET), ("code", CMP), ("code", INIT),
@@ -190,6 +204,7 @@ def ninjagrad(*args, cwd=None):
                           timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_check_a_notebook_from_the_command_line(words):
     cells = LECTURE[:-3] + [("code", EX3_FORWARD), ("code", EX3.replace("n/(n-1)", "1"))]
     path = build.write(words / "cli.ipynb", cells)
@@ -203,6 +218,7 @@ def test_check_a_notebook_from_the_command_line(words):
     assert "exercise 3, cells 13-14" in p.stdout and "(cell 14, line 1)" in p.stdout.replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_the_example_notebook_runs_in_jupyter_with_the_magic():
     """examples/notebook/backprop_ninja.ipynb executed by a real kernel (nbclient): every %%ninjagrad cell
     shows its table as HTML, the planted Bessel mistake is named, every other cell's gradients are right."""
@@ -226,6 +242,7 @@ def test_the_example_notebook_runs_in_jupyter_with_the_magic():
     assert sum("every gradient is right" in t for t in tables) == 6
 
 
+@pytest.mark.slow
 def test_the_example_notebook_from_the_command_line(tmp_path):
     """`ninjagrad check` on the example notebook, as saved: its own forward on the default corpus (no names.txt
     beside it), every exercise right (the planted Bessel mistake is put right further down), in the sandbox."""

@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "ninjagrad"
 MAX_LINES = 60  # a function longer than this is split, or listed in LONG with the reason it is not
 LONG: dict[str, str] = {}  # "path:function" -> why it stays long
-# check/ follows the same rules under its own owner's review; the exercises are learners' scripts (data)
-OUTSIDE = ("check", "exercises")
+# the exercises are learners' scripts (data)
+OUTSIDE = ("exercises",)
 PROBES: dict[str, str] = {}  # "path" -> why a probe stays there (none does)
 
 

@@ -156,7 +156,8 @@ dlogits /= n
 cmp('logits', dlogits, logits)"""
 
 EX3_FORWARD = """# Exercise 3: backprop through batchnorm but all in one go
-hpreact_fast = bngain * (hprebn - hprebn.mean(0, keepdim=True)) / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + 1e-5) + bnbias
+hpreact_fast = (bngain * (hprebn - hprebn.mean(0, keepdim=True))
+                / torch.sqrt(hprebn.var(0, keepdim=True, unbiased=True) + 1e-5) + bnbias)
 print('max diff:', (hpreact_fast - hpreact).abs().max())"""
 
 EX3 = """dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))

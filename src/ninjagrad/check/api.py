@@ -20,7 +20,7 @@ def cmp(name: str, dt: torch.Tensor, t: torch.Tensor, n: int | None = None) -> R
     of the gradient's scale"; `ninjagrad check` decides it by re-running your statements in float64.
     `n` (the batch size) lets the diagnosis name factors such as n/(n-1).
     """
-    if t.requires_grad and t.grad is None:
+    if t.requires_grad and ((not t.is_leaf and not t.retains_grad) or t.grad is None):  # no .grad read: no warning
         print(f"{name:15s} | no gradient to compare with: {name}.grad is None (call {name}.retain_grad() before "
               "loss.backward(), as the lecture's forward cell does)")
         return None

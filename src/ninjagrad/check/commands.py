@@ -219,7 +219,7 @@ def check_items(path: str, args) -> list[dict]:
                                                    f"{e}); please report it"}]
     item = run_isolated(path, pl.exercise, args.seed, args.device, args.data, args.timeout, args.memory_mb,
                         args.forward, notebook=pl.notebook, strict_shapes=args.strict_shapes,
-                        detail=bool(getattr(args, "html", None)), hide=tuple(args.files))
+                        detail=args.html is not None, hide=tuple(args.files))
     if "reports" not in item:
         return [item]
     for rep in item["reports"]:

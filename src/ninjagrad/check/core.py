@@ -213,58 +213,13 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False,
     forced = run_forced(prog, t32, t64, ctx.judged, ctx.given, learner)
     plain, plain_failures = run_plain(prog, t32, ctx.judged, ctx.given, learner)
     probes = probe(prog, t32, t64, ctx.judged, ctx.given, ctx.setup.n, learner, forced=forced)
-    written = prog.written()
-    known = {prog.dvar(x) for x in t32.grads}
-    runnable = [u for _, u in prog.runnable()]
-    reach = first_tampering(runnable)
+    reach = first_tampering([u for _, u in prog.runnable()])
     results = []
     for x in ctx.judged:
-        shape = tuple(t32.grads[x].shape)
-        dvar = prog.dvar(x)
-        u = forced.units.get(x) or written.get(dvar)
-        if reach is not None and (u is None or runnable.index(u) >= runnable.index(reach[0])):
-            r = Result(x, shape, "tampering", line=reach[0].line, cell=reach[0].cell,
-                       note=f"{reach[0].where} {reach[1]} (`{reach[0].first_line()}`): a gradient computed after "
-                            "that is not judged")
-        elif x in forced.autograd:
-            u, how = forced.autograd[x]
-            r = Result(x, shape, "uses-autograd", line=u.line, cell=u.cell,
-                       note=f"{dvar} {how} ({u.where}): that is autograd's answer, not a gradient written by hand")
-        elif x in forced.errors:
-            f = forced.errors[x]
-            r = Result(x, shape, "error", note=failure_note(f, ctx), line=f.line, cell=f.cell)
-        elif x in forced.missing:
-            r = Result(x, shape, "error", note=f"the run stopped before {dvar}'s last assignment (the process "
-                                               "exited or was killed: os._exit, a crash, a limit)")
-        elif x not in forced.values32:
-            r = Result(x, shape, "missing", note=missing_note(x, prog, written, known))
-        elif forced.values32[x] is None:
-            u = forced.units[x]
-            r = Result(x, shape, "missing", line=u.line, cell=u.cell,
-                       note=f"{dvar} is None after its last assignment ({u.where}: `{u.first_line()}`)")
-        else:
-            r = judge(x, forced.values32[x], forced.values64.get(x), t32.grads[x], t64.grads[x],
-                      t64.scale.get(x, 1.0), ctx.setup.n, t64.edges.get(x, []), ctx.solution.get(x),
-                      strict_shapes=strict_shapes)
-            r.values = (forced.values32[x], t32.grads[x])
-            u = forced.units[x]
-            r.line, r.cell = u.line, u.cell
-            if x in forced.earlier and r.verdict not in OK:
-                f = forced.earlier[x]
-                r.note = ((r.note + "; ") if r.note else "") + f"an earlier line that assigns it raised ({f.where}: " \
-                                                             f"{f.message})"
-        if x in probes and r.verdict in OK:
-            upstream = max(t64.grads[y].abs().max().item() for y in probes[x].upstream)
-            r.diagnosis, r.verdict = probe_diagnosis(probes[x], t64.grads[x].abs().max().item(), upstream), "wrong"
-        if x in forced.aliased and r.verdict in OK:
-            u, harmless = forced.aliased[x]
-            found = aliasing(x, r, u, harmless)
-            if isinstance(found, Diagnosis):
-                r.diagnosis, r.verdict = found, "wrong"
-            else:
-                r.note = f"{r.note}; {found}" if r.note else found
-        if dvar != "d" + x:
-            r.dvar = dvar
+        r = first_verdict(x, prog, ctx, forced, reach, strict_shapes)
+        overrule(r, x, ctx, forced, probes)
+        if prog.dvar(x) != "d" + x:
+            r.dvar = prog.dvar(x)
         r.plain = plain_cmp(plain.get(x), t32.grads[x])
         results.append(r)
     problems = [{"line": f.line, "cell": f.cell, "message": failure_note(f, ctx)} for f in forced.problems]
@@ -272,6 +227,64 @@ def judge_statements(prog: Program, ctx: Context, strict_shapes: bool = False,
     if reach is not None:
         facts["tampering"] = {"line": reach[0].line, "cell": reach[0].cell, "what": reach[1]}
     return results, facts
+
+
+def first_verdict(x: str, prog: Program, ctx: Context, forced, reach, strict_shapes: bool) -> Result:
+    """x's verdict from the teacher-forced run: a run that could not judge it (tampering before it, autograd's
+    answer, an error, nothing assigned), else its values judged against autograd's."""
+    shape = tuple(ctx.t32.grads[x].shape)
+    dvar = prog.dvar(x)
+    written = prog.written()
+    runnable = [u for _, u in prog.runnable()]
+    u = forced.units.get(x) or written.get(dvar)
+    if reach is not None and (u is None or runnable.index(u) >= runnable.index(reach[0])):
+        return Result(x, shape, "tampering", line=reach[0].line, cell=reach[0].cell,
+                      note=f"{reach[0].where} {reach[1]} (`{reach[0].first_line()}`): a gradient computed after "
+                           "that is not judged")
+    if x in forced.autograd:
+        u, how = forced.autograd[x]
+        return Result(x, shape, "uses-autograd", line=u.line, cell=u.cell,
+                      note=f"{dvar} {how} ({u.where}): that is autograd's answer, not a gradient written by hand")
+    if x in forced.errors:
+        f = forced.errors[x]
+        return Result(x, shape, "error", note=failure_note(f, ctx), line=f.line, cell=f.cell)
+    if x in forced.missing:
+        return Result(x, shape, "error", note=f"the run stopped before {dvar}'s last assignment (the process "
+                                              "exited or was killed: os._exit, a crash, a limit)")
+    if x not in forced.values32:
+        known = {prog.dvar(y) for y in ctx.t32.grads}
+        return Result(x, shape, "missing", note=missing_note(x, prog, written, known))
+    u = forced.units[x]
+    if forced.values32[x] is None:
+        return Result(x, shape, "missing", line=u.line, cell=u.cell,
+                      note=f"{dvar} is None after its last assignment ({u.where}: `{u.first_line()}`)")
+    t32, t64 = ctx.t32, ctx.t64
+    r = judge(x, forced.values32[x], forced.values64.get(x), t32.grads[x], t64.grads[x],
+              t64.scale.get(x, 1.0), ctx.setup.n, t64.edges.get(x, []), ctx.solution.get(x),
+              strict_shapes=strict_shapes)
+    r.values = (forced.values32[x], t32.grads[x])
+    r.line, r.cell = u.line, u.cell
+    if x in forced.earlier and r.verdict not in OK:
+        f = forced.earlier[x]
+        r.note = ((r.note + "; ") if r.note else "") + f"an earlier line that assigns it raised ({f.where}: " \
+                                                     f"{f.message})"
+    return r
+
+
+def overrule(r: Result, x: str, ctx: Context, forced, probes: dict):
+    """A value right at the lecture's point is still wrong when probing finds the formula wrong, or when it
+    aliases a gradient that a later line changes."""
+    t64 = ctx.t64
+    if x in probes and r.verdict in OK:
+        upstream = max(t64.grads[y].abs().max().item() for y in probes[x].upstream)
+        r.diagnosis, r.verdict = probe_diagnosis(probes[x], t64.grads[x].abs().max().item(), upstream), "wrong"
+    if x in forced.aliased and r.verdict in OK:
+        u, harmless = forced.aliased[x]
+        found = aliasing(x, r, u, harmless)
+        if isinstance(found, Diagnosis):
+            r.diagnosis, r.verdict = found, "wrong"
+        else:
+            r.note = f"{r.note}; {found}" if r.note else found
 
 
 def summarise(results: list[Result], plain_failed: int = 0) -> dict:

@@ -90,75 +90,100 @@ def nearest_in_order(targets: list[float], gaps: list[float]) -> list[float]:
     return [y + o for y, o in zip(ys, offsets)]
 
 
-def layout(names: list[str], edges: list[tuple[str, str]]) -> Layout:
-    """Boxes for `names` (data-flow order) and routed edges, data flowing down."""
-    names = list(dict.fromkeys(names))
-    known = set(names)
-    edges = list(dict.fromkeys((a, b) for a, b in edges if a in known and b in known and a != b))
-    layer = layer_of(names, edges)
-    up: dict[str, list[str]] = {x: [] for x in names}
-    down: dict[str, list[str]] = {x: [] for x in names}
-    chains = []  # per edge: the nodes it passes, dummies included
-    width = {x: NODE_W for x in names}
+@dataclass
+class Spread:
+    """The graph with a dummy point wherever an edge passes a layer: every edge then joins adjacent layers."""
+    known: set[str]  # the real nodes
+    layer: dict[str, int]
+    up: dict[str, list[str]]
+    down: dict[str, list[str]]
+    width: dict[str, float]
+    chains: list[list[str]]  # per edge: the nodes it passes, dummies included
+
+    def is_input(self, v: str) -> bool:
+        return v in self.known and not self.up[v]
+
+
+def spread(names: list[str], edges: list[tuple[str, str]]) -> Spread:
+    g = Spread(set(names), layer_of(names, edges), {x: [] for x in names}, {x: [] for x in names},
+               {x: NODE_W for x in names}, [])
     for k, (a, b) in enumerate(edges):
         chain = [a]
-        for li in range(layer[a] + 1, layer[b]):
+        for li in range(g.layer[a] + 1, g.layer[b]):
             d = f"\0{k}.{li}"  # a dummy: no forward name holds a NUL
-            layer[d], width[d], up[d], down[d] = li, DUMMY_W, [], []
+            g.layer[d], g.width[d], g.up[d], g.down[d] = li, DUMMY_W, [], []
             chain.append(d)
         chain.append(b)
         for u, v in zip(chain, chain[1:]):
-            down[u].append(v)
-            up[v].append(u)
-        chains.append(chain)
-    rows: list[list[str]] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
-    for x in list(names) + [d for c in chains for d in c[1:-1]]:
-        rows[layer[x]].append(x)
-    for li, row in enumerate(rows):  # inputs (parameters) on both sides of the steps they sit beside
-        inputs = [x for x in row if x in known and not up[x]]
-        rows[li] = inputs[0::2][::-1] + [x for x in row if x not in inputs] + inputs[1::2]
-    rows = order_layers(rows, up, down)
-    # an input pulls its reader less than a step does: the chain of steps stays straight
-    weight = {v: INPUT_PULL if v in known and not up[v] else 1.0 for v in layer}
+            g.down[u].append(v)
+            g.up[v].append(u)
+        g.chains.append(chain)
+    return g
 
+
+def rows_of(g: Spread, names: list[str]) -> list[list[str]]:
+    """The nodes of each layer, ordered for few crossings."""
+    rows: list[list[str]] = [[] for _ in range(max(g.layer.values(), default=-1) + 1)]
+    for x in list(names) + [d for c in g.chains for d in c[1:-1]]:
+        rows[g.layer[x]].append(x)
+    for li, row in enumerate(rows):  # inputs (parameters) on both sides of the steps they sit beside
+        inputs = [x for x in row if g.is_input(x)]
+        rows[li] = inputs[0::2][::-1] + [x for x in row if x not in inputs] + inputs[1::2]
+    return order_layers(rows, g.up, g.down)
+
+
+def place(g: Spread, rows: list[list[str]]) -> dict[str, float]:
+    """Each node's centre x: packed, then pulled towards its neighbours' in sweeps down and up, keeping the
+    order and the gaps."""
+    # an input pulls its reader less than a step does: the chain of steps stays straight
+    weight = {v: INPUT_PULL if g.is_input(v) else 1.0 for v in g.layer}
     centre: dict[str, float] = {}
-    for row in rows:  # packed, then pulled towards neighbours
+    for row in rows:
         x = 0.0
         for v in row:
-            centre[v] = x + width[v] / 2
-            x += width[v] + GAP_X
+            centre[v] = x + g.width[v] / 2
+            x += g.width[v] + GAP_X
     for sweep in range(2 * SWEEPS):
         going_down = sweep % 2 == 0
         for row in (rows[1:] if going_down else rows[-2::-1]):
             targets = []
             for v in row:
-                near = up[v] if going_down else down[v]
+                near = g.up[v] if going_down else g.down[v]
                 w = [weight[u] for u in near]
                 targets.append(sum(centre[u] * wu for u, wu in zip(near, w)) / sum(w) if near else centre[v])
-            gaps = [(width[a] + width[b]) / 2 + GAP_X for a, b in zip(row, row[1:])]
+            gaps = [(g.width[a] + g.width[b]) / 2 + GAP_X for a, b in zip(row, row[1:])]
             for v, c in zip(row, nearest_in_order(targets, gaps)):
                 centre[v] = c
-    left = min((centre[v] - width[v] / 2 for v in centre), default=0.0)
-    for v in centre:
-        centre[v] += MARGIN - left
+    left = min((centre[v] - g.width[v] / 2 for v in centre), default=0.0)
+    return {v: c + MARGIN - left for v, c in centre.items()}
+
+
+def port(g: Spread, centre: dict[str, float], v: str, other: str, outgoing: bool) -> float:
+    """Where an edge meets a box: its ends spread along the edge, in the order of their other ends."""
+    if v not in g.known:
+        return centre[v]
+    ends = g.down[v] if outgoing else g.up[v]
+    ranked = sorted(ends, key=lambda u: centre[u])
+    return centre[v] - NODE_W / 2 + NODE_W * (ranked.index(other) + 1) / (len(ranked) + 1)
+
+
+def layout(names: list[str], edges: list[tuple[str, str]]) -> Layout:
+    """Boxes for `names` (data-flow order) and routed edges, data flowing down."""
+    names = list(dict.fromkeys(names))
+    known = set(names)
+    edges = list(dict.fromkeys((a, b) for a, b in edges if a in known and b in known and a != b))
+    g = spread(names, edges)
+    rows = rows_of(g, names)
+    centre = place(g, rows)
     top = {li: MARGIN + li * (NODE_H + GAP_Y) for li in range(len(rows))}
-
-    def port(v: str, other: str, outgoing: bool) -> float:
-        """Where an edge meets a box: its ends spread along the edge, in the order of their other ends."""
-        if v not in known:
-            return centre[v]
-        ends = down[v] if outgoing else up[v]
-        ranked = sorted(ends, key=lambda u: centre[u])
-        return centre[v] - NODE_W / 2 + NODE_W * (ranked.index(other) + 1) / (len(ranked) + 1)
-
     routed = []
-    for (a, b), chain in zip(edges, chains):
-        points = [(port(a, chain[1], True), top[layer[a]] + NODE_H)]
+    for (a, b), chain in zip(edges, g.chains):
+        points = [(port(g, centre, a, chain[1], True), top[g.layer[a]] + NODE_H)]
         for d in chain[1:-1]:
-            points += [(centre[d], top[layer[d]]), (centre[d], top[layer[d]] + NODE_H)]
-        points.append((port(b, chain[-2], False), top[layer[b]]))
+            points += [(centre[d], top[g.layer[d]]), (centre[d], top[g.layer[d]] + NODE_H)]
+        points.append((port(g, centre, b, chain[-2], False), top[g.layer[b]]))
         routed.append((a, b, [(round(x, 1), round(y, 1)) for x, y in points]))
-    boxes = {x: (round(centre[x] - NODE_W / 2, 1), float(top[layer[x]])) for x in names}
-    w = max((centre[v] + width[v] / 2 for v in centre), default=0.0) + MARGIN
+    boxes = {x: (round(centre[x] - NODE_W / 2, 1), float(top[g.layer[x]])) for x in names}
+    w = max((centre[v] + g.width[v] / 2 for v in centre), default=0.0) + MARGIN
     h = MARGIN + len(rows) * (NODE_H + GAP_Y) - GAP_Y + MARGIN if rows else 2 * MARGIN
     return Layout(boxes, routed, round(w, 1), float(h))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
+from rich.table import Table
+
 from .html import render_submission
 from .statements import shape_str
 
@@ -53,16 +56,19 @@ def cells_str(cells: list) -> str:
 
 
 def render(report: dict, console) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    env = report.get("environment", {})
     what = f"exercise {report['exercise']}" if report.get("exercise") else f"forward {report.get('forward')}"
     title = f"{report['file']}: {what}{cells_str(report.get('cells'))}"
     if report.get("attempted") is False or not report["results"]:
         style = "yellow" if report.get("attempted") is False else "bold magenta"
         console.print(f"[bold]{escape(title)}[/]: [{style}]{escape(report['summary']['text'])}[/]")
         return
+    verdict_table(report, title, console)
+    run_lines(report, console)
+    summary_lines(report, console)
+
+
+def verdict_table(report: dict, title: str, console) -> None:
+    """One row per gradient; on a narrow terminal the notes go below the table, numbered."""
     below = console.width < NOTES_BELOW
     t = Table(title=escape(title), title_justify="left", show_lines=False, expand=False)
     t.add_column("gradient", style="bold", no_wrap=True)
@@ -93,6 +99,10 @@ def render(report: dict, console) -> None:
     console.print(t)
     for i, text in enumerate(notes, 1):  # rich wraps each at the terminal's width
         console.print(f"[dim]\\[{i}][/] {text}")
+
+
+def run_lines(report: dict, console) -> None:
+    """What happened to the run as a whole: tampering, an early end, lines that failed and assign nothing."""
     if report.get("tampering"):
         t = report["tampering"]
         console.print(f"[bold red]tampering[/]: {where_str(t).strip(' ()')} {escape(t['what'])}: gradients computed "
@@ -105,6 +115,11 @@ def render(report: dict, console) -> None:
     for p in report.get("problems", []):
         console.print(f"[magenta]{where_str(p).strip(' ()')}[/]: {escape(p['message'])} (assigns no gradient; "
                       "ignored)")
+
+
+def summary_lines(report: dict, console) -> None:
+    """The verdicts counted, where they were judged, and what the lecture's own cmp would have said."""
+    env = report.get("environment", {})
     s = report["summary"]
     style = "bold green" if s["ok"] else "bold red"
     seed = f", seed {env['seed']}" if env.get("seed") is not None else ""
@@ -125,8 +140,6 @@ def render(report: dict, console) -> None:
 
 def render_failure(item: dict, console) -> None:
     """A file that could not be judged: usage error, time limit, crash."""
-    from rich.markup import escape
-
     console.print(f"[bold magenta]{escape(item['file'])}[/]: {escape(item['error'])}")
 
 

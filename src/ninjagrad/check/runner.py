@@ -90,7 +90,7 @@ def run_one(prog: Program, u: Unit, ns: dict, dtype) -> Failure | None:
             exec(u.code, ns)
     except (Exception, SystemExit) as e:  # noqa: BLE001 -- any error in the learner's code is a result
         cell, line = error_where(e, prog.units, u)
-        return Failure(cell, line, describe_exc(e), getattr(e, "name", None) if isinstance(e, NameError) else None)
+        return Failure(cell, line, describe_exc(e), e.name if isinstance(e, NameError) else None)
     finally:
         for h in prog.helpers:  # a pasted notebook's own cmp reads t.grad: mute it again
             if h in ns and ns[h] is not silent_cmp:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .diagnose import CLOSE, Diagnosis, broadcast_shape, diagnose_shape, diagnose_values, shape_str
+from .wire import Opaque
 
 ROUNDING_RTOL = 1e-10  # float64 agreement that makes a float32 mismatch "rounding"
 FLOAT32_RTOL = 1e-5  # when the statements cannot run in float64: float32 agreement, ~100 ulps of the scale
@@ -149,14 +150,9 @@ def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, s
             return r
         # fewer values, and wrong ones once broadcast: the shape is the first thing to put right
     shape = tuple(ref32.shape)
-    if mine32 is Ellipsis or mine32 is None:
-        return Result(name, shape, "missing", note=f"d{name} is still `...`" if mine32 is Ellipsis else None)
-    if not torch.is_tensor(mine32):
-        kind = getattr(mine32, "typename", None) or type(mine32).__name__  # wire.Opaque: the learner's type
-        return Result(name, shape, "wrong", diagnosis=Diagnosis("other", f"d{name} is a {kind}, not a tensor"))
-    if not mine32.is_floating_point():
-        return Result(name, shape, "wrong", diagnosis=Diagnosis(
-            "other", f"d{name} has dtype {str(mine32.dtype).replace('torch.', '')}; a gradient is floating point"))
+    not_one = not_a_gradient(name, shape, mine32)
+    if not_one is not None:
+        return not_one
     # the float64 re-run counts only if it really ran in float64 (`.float()` in the code pins float32)
     in64 = torch.is_tensor(mine64) and mine64.shape == mine32.shape and mine64.dtype == torch.float64
     m64 = mine64 if in64 else mine32.double()
@@ -173,6 +169,32 @@ def judge(name: str, mine32, mine64, ref32: torch.Tensor, ref64: torch.Tensor, s
                      f"{str(ref32.dtype).replace('torch.', '')}; do not change the dtype (drop .double()/dtype=)"))
     if torch.equal(mine32, ref32):
         return Result(name, shape, "exact", maxdiff=0.0, ulps=0)
+    return judge_close(name, mine32, m64 if in64 else None, ref32, ref64, maxdiff, scale, n, edges, solution32,
+                       forced, rtol32, only32)
+
+
+def not_a_gradient(name: str, shape: tuple, mine32) -> Result | None:
+    """`...`, None, a value that is not a tensor or not floating point: judged without comparing."""
+    if mine32 is Ellipsis or mine32 is None:
+        return Result(name, shape, "missing", note=f"d{name} is still `...`" if mine32 is Ellipsis else None)
+    if not torch.is_tensor(mine32):
+        kind = mine32.typename if isinstance(mine32, Opaque) else type(mine32).__name__  # Opaque: the learner's type
+        return Result(name, shape, "wrong", diagnosis=Diagnosis("other", f"d{name} is a {kind}, not a tensor"))
+    if not mine32.is_floating_point():
+        return Result(name, shape, "wrong", diagnosis=Diagnosis(
+            "other", f"d{name} has dtype {str(mine32.dtype).replace('torch.', '')}; a gradient is floating point"))
+    return None
+
+
+def judge_close(name: str, mine32: torch.Tensor, mine64: torch.Tensor | None, ref32: torch.Tensor,
+                ref64: torch.Tensor, maxdiff: float, scale: float, n: int, edges: list, solution32, forced: bool,
+                rtol32: float, only32: str) -> Result:
+    """A gradient of the right shape and dtype that is not bit-equal to autograd's: rounding or wrong, by its
+    float64 re-run (`mine64`, None when there is none or the code pins float32)."""
+    shape = tuple(ref32.shape)
+    in64 = mine64 is not None
+    m64 = mine64 if in64 else mine32.double()
+    tol = CLOSE if in64 else FLOAT32_CLOSE
     u = ulps(mine32, ref32)
     if not torch.isfinite(mine32).all():
         return Result(name, shape, "wrong", maxdiff=maxdiff, ulps=None,

@@ -113,7 +113,12 @@ def run_isolated(path: str, exercise: int | None, seed: int | None, device: str,
             RUNNING.discard(proc.pid)
         for r in readers:
             r.join(5)
-    seconds = time.perf_counter() - t0
+    return judge_answer(path, result, stderr, proc.returncode, time.perf_counter() - t0, timeout, memory_mb)
+
+
+def judge_answer(path: str, result: list, stderr: list, returncode: int, seconds: float, timeout: float,
+                 memory_mb: int) -> dict:
+    """What the judge process wrote on its result pipe, as a report or a file-level error."""
     raw = result[0] if result else b""
     try:
         out = json.loads(raw.decode("utf-8")) if raw else None
@@ -121,7 +126,7 @@ def run_isolated(path: str, exercise: int | None, seed: int | None, device: str,
         out = None
     if out is None:
         last = (stderr[0] if stderr else b"").decode("utf-8", "replace").strip().splitlines()
-        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        why = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
         return {"file": path, "exit": 1, "error": f"the check crashed: {why}" + (f": {last[-1][:300]}" if last else "")}
     if "usage_error" in out:
         return {"file": path, "exit": 2, "error": out["usage_error"]}
