@@ -158,6 +158,21 @@ def test_exercise_4_mistake_is_found_in_the_loop(words):
     assert r["verdict"] == "wrong" and r["diagnosis"]["kind"] == "scale" and r["cell"] == len(SETUP) + 1
 
 
+def test_a_training_script_alone_is_exercise_4(words):
+    """A .py file that is only a training loop with a hand-written backward (no forward of its own outside the
+    loop, no exercise cells) is exercise 4, judged against the loop's own forward."""
+    from ninjagrad.check.files import plan
+
+    setup = "\n".join(s for s in (IMPORTS, DATA, VOCAB, DATASET)).replace("%matplotlib inline", "")
+    setup = setup.replace("!wget -q https://example.invalid/names.txt\n", "")
+    path = words / "train_by_hand.py"
+    path.write_text(setup + "\n" + EX4.replace("max_steps = 200000", "max_steps = 3") + "\n", encoding="utf-8")
+    pl = plan(str(path), None)
+    assert pl.notebook and pl.exercise is None
+    (rep,) = check_notebook(pl.submission)
+    assert rep["exercise"] == 4 and rep["summary"]["ok"] and rep["summary"]["total"] >= 7
+
+
 def test_untouched_exercises_are_reported_as_not_attempted(words):
     template = [("code", "# Exercise 2\nloss_fast = F.cross_entropy(logits, Yb)"),
                 ("code", "dlogits = None # TODO. my solution is 3 lines\n#cmp('logits', dlogits, logits)")]

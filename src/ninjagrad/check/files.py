@@ -61,7 +61,9 @@ def plan(path: str, exercise: int | None, forward: str | None = None) -> Plan:
         get_exercise(exercise)
         return Plan(False, exercise, sub)
     layout = notebook_layout(sub)
-    exercise = infer_exercise(sub.units(), set(lecture_nodes()))
+    loops = {id(f.loop.unit) for f in layout.found if f.loop is not None}
+    outside = [u for u in sub.units() if id(u) not in loops]  # what the file assigns outside a training loop
+    exercise = infer_exercise(outside, set(lecture_nodes()))
     if layout.loss is not None or (layout.found and exercise is None):
         return Plan(True, None, sub)  # a forward of its own (or exercise 4's loop alone): judged as a notebook
     if exercise is None:
