@@ -2,12 +2,14 @@
 
 A model is one file: a config dataclass (a subclass of ModelConfig, a comment on every field) and a
 subclass of Model that writes `init_params`, `param_names`, `forward`, `backward` and `logits`, and
-`calibrate` when evaluation needs statistics of the training set (batchnorm). Its registration is one
-line in models/__init__.py (MODELS) and one in choices.py (the name the command line offers).
+`calibrate` when evaluation needs statistics of the training set (batchnorm), `activations` when it has
+nonlinearities whose health a run records (diagnostics.py). Its registration is one line in
+models/__init__.py (MODELS) and one in choices.py (the name the command line offers).
 """
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import NamedTuple
 
 import torch
 
@@ -24,6 +26,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Activation(NamedTuple):
+    """A nonlinearity's values in a forward's cache, for the diagnostics of a run (diagnostics.py)."""
+    kind: str  # "tanh" or "gelu": which saturation rule applies
+    x: torch.Tensor | None  # its input, where the cache keeps it (GELU's); None for tanh, judged by its output
+    out: torch.Tensor  # its output, the very tensor the next op reads
 
 
 class Model:
@@ -74,10 +83,16 @@ class Model:
         what each op's forward saved, in a structure that names the layers."""
         raise NotImplementedError
 
-    def backward(self, cache) -> dict[str, torch.Tensor]:
+    def backward(self, cache, taps: dict | None = None) -> dict[str, torch.Tensor]:
         """The gradient of the loss with respect to every parameter, in `names` order: the ops of
-        `forward`, each one's backward, in exact reverse order."""
+        `forward`, each one's backward, in exact reverse order. `taps`, when given, receives the
+        gradient of each output that `activations` names, under the same name."""
         raise NotImplementedError
+
+    def activations(self, cache) -> dict[str, Activation]:
+        """The nonlinearities of a forward's cache by layer name, bottom-up (the MLP's tanh, each WaveNet
+        level's tanh, each transformer block's GELU); empty for a model with none to watch."""
+        return {}
 
     # --- evaluation -----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from .. import ops
-from .base import Model, ModelConfig
+from .base import Activation, Model, ModelConfig
 
 
 @dataclass
@@ -85,17 +85,22 @@ class MLP(Model):
         loss, ce_cache = ops.cross_entropy_forward(logits, Y, reduce=self.reduce)
         return loss, Cache(emb.shape, emb_cache, l1_cache, bn_cache, tanh_cache, l2_cache, ce_cache)
 
-    def backward(self, cache: Cache) -> dict[str, torch.Tensor]:
+    def backward(self, cache: Cache, taps: dict | None = None) -> dict[str, torch.Tensor]:
         """Gradients of the loss with respect to every parameter: `forward` read bottom-up."""
         g = {}
+        taps = {} if taps is None else taps  # the gradients of activations(cache)'s outputs
         dlogits = ops.cross_entropy_backward(1.0, cache.cross_entropy)  # (B, V)
         dh, g["W2"], g["b2"] = ops.linear_backward(dlogits, cache.linear2)  # (B, H)
+        taps["tanh"] = dh
         dhpreact = ops.tanh_backward(dh, cache.tanh)  # (B, H)
         dhprebn, g["bngain"], g["bnbias"] = ops.batchnorm_backward(dhpreact, cache.batchnorm)  # (B, H)
         dembcat, g["W1"], g["b1"] = ops.linear_backward(dhprebn, cache.linear1)  # (B, T*E)
         demb = dembcat.view(cache.emb_shape)  # (B, T, E)
         g["C"] = ops.embedding_backward(demb, cache.emb)  # (V, E)
         return {k: g[k] for k in PARAM_NAMES}
+
+    def activations(self, cache: Cache) -> dict[str, Activation]:
+        return {"tanh": Activation("tanh", None, cache.tanh)}
 
     # --- evaluation ----------------------------------------------------------------------
 

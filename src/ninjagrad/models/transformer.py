@@ -22,7 +22,7 @@ import torch
 
 from .. import ops
 from ..errors import UsageError
-from .base import Model, ModelConfig
+from .base import Activation, Model, ModelConfig
 
 BLOCK_PARAMS = ("ln1_w", "ln1_b", "Wqkv", "bqkv", "Wo", "bo", "ln2_w", "ln2_b", "W1", "b1", "W2", "b2")
 
@@ -141,10 +141,12 @@ class Transformer(Model):
         x, c_res2 = ops.residual_forward(x, m)  # (B, T, E)
         return x, Block(c_ln1, c_qkv, c_att, c_proj, c_res1, c_ln2, c_fc, c_gelu, c_fc_proj, c_res2)
 
-    def _block_backward(self, dx, c: Block, h: str, g: dict):
-        """`_block` read bottom-up: dx (B, T, E) of its output to dx of its input; its gradients into g."""
+    def _block_backward(self, dx, c: Block, h: str, g: dict, taps: dict):
+        """`_block` read bottom-up: dx (B, T, E) of its output to dx of its input; its gradients into g,
+        its GELU output's into taps."""
         dx, dm = ops.residual_backward(dx, c.residual2)  # (B, T, E) both
         dm, g[h + "W2"], g[h + "b2"] = ops.linear_backward(dm, c.fc_proj)  # (B, T, 4E)
+        taps[h + "gelu"] = dm
         dm = ops.gelu_backward(dm, c.gelu)  # (B, T, 4E)
         dm, g[h + "W1"], g[h + "b1"] = ops.linear_backward(dm, c.fc)  # (B, T, E)
         dm, g[h + "ln2_w"], g[h + "ln2_b"] = ops.layernorm_backward(dm, c.ln2)  # (B, T, E)
@@ -178,18 +180,24 @@ class Transformer(Model):
                                                            reduce=self.reduce)
         return loss, Cache(trunk, head_cache, ce_cache, logits.shape)
 
-    def backward(self, cache: Cache) -> dict[str, torch.Tensor]:
+    def backward(self, cache: Cache, taps: dict | None = None) -> dict[str, torch.Tensor]:
         """Gradients of the loss with respect to every parameter: `forward` read bottom-up."""
         g = {}
+        taps = {} if taps is None else taps  # the gradients of activations(cache)'s outputs
         trunk = cache.trunk
         dlogits = ops.cross_entropy_masked_backward(1.0, cache.cross_entropy).view(cache.logits_shape)  # (B, T, V)
         dx, g["Wout"], g["bout"] = ops.linear_backward(dlogits, cache.head)  # (B, T, E)
         dx, g["lnf_w"], g["lnf_b"] = ops.layernorm_backward(dx, trunk.lnf)  # (B, T, E)
         for layer in reversed(range(self.config.n_layer)):
-            dx = self._block_backward(dx, trunk.blocks[layer], f"h{layer}.", g)  # (B, T, E)
+            dx = self._block_backward(dx, trunk.blocks[layer], f"h{layer}.", g, taps)  # (B, T, E)
         dx, g["P"] = ops.position_embedding_backward(dx, trunk.position)  # (B, T, E)
         g["C"] = ops.embedding_backward(dx, trunk.emb)  # (V, E)
         return {k: g[k] for k in self.names}
+
+    def activations(self, cache: Cache) -> dict[str, Activation]:
+        """Each block's GELU: its input from its own cache, its output the one the next linear kept."""
+        return {f"h{layer}.gelu": Activation("gelu", block.gelu[0], block.fc_proj[0])
+                for layer, block in enumerate(cache.trunk.blocks)}
 
     # --- evaluation ----------------------------------------------------------------------
 

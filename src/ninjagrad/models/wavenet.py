@@ -20,7 +20,7 @@ import torch
 
 from .. import ops
 from ..errors import UsageError
-from .base import Model, ModelConfig
+from .base import Activation, Model, ModelConfig
 
 
 @dataclass
@@ -122,19 +122,24 @@ class WaveNet(Model):
         loss, ce_cache = ops.cross_entropy_forward(logits, Y, reduce=self.reduce)
         return loss, Cache(emb_cache, levels, head_cache, ce_cache)
 
-    def backward(self, cache: Cache) -> dict[str, torch.Tensor]:
+    def backward(self, cache: Cache, taps: dict | None = None) -> dict[str, torch.Tensor]:
         """Gradients of the loss with respect to every parameter: `forward` read bottom-up."""
         g = {}
+        taps = {} if taps is None else taps  # the gradients of activations(cache)'s outputs
         L = self.levels + 1
         dlogits = ops.cross_entropy_backward(1.0, cache.cross_entropy)  # (B, V)
         dx, g[f"W{L}"], g[f"b{L}"] = ops.linear_backward(dlogits, cache.head)  # (B, H)
         for i, level in reversed(list(enumerate(cache.levels, start=1))):
+            taps[f"tanh{i}"] = dx
             dx = ops.tanh_backward(dx, level.tanh)  # (B, G, H)
             dx, g[f"bngain{i}"], g[f"bnbias{i}"] = ops.batchnorm_backward(dx, level.batchnorm)
             dx, g[f"W{i}"], _ = ops.linear_backward(dx, level.linear)  # (B, G, m*E or m*H)
             dx = ops.flatten_consecutive_backward(dx, level.flatten)  # (B, m*G, E or H)
         g["C"] = ops.embedding_backward(dx, cache.emb)  # (V, E)
         return {k: g[k] for k in self.names}
+
+    def activations(self, cache: Cache) -> dict[str, Activation]:
+        return {f"tanh{i}": Activation("tanh", None, level.tanh) for i, level in enumerate(cache.levels, start=1)}
 
     # --- evaluation ----------------------------------------------------------------------
 
