@@ -2,6 +2,7 @@
 long compiling takes, cold (empty inductor cache) and warm (the cache the cold run filled).
 
     python benchmarks/compiled_engine.py                      # wavenet and transformer, defaults
+    python benchmarks/compiled_engine.py --write              # and puts the table in benchmarks/README.md
     python benchmarks/compiled_engine.py --models wavenet --steps 320 --repeats 9
     OMP_NUM_THREADS=1 python benchmarks/compiled_engine.py    # torch on one thread
 
@@ -24,6 +25,7 @@ import tempfile
 import time
 
 import torch
+from readme import command_line, md_table, n_threads, write_section
 
 from ninjagrad.bench import machine, synthetic_data
 from ninjagrad.engines import make_engine
@@ -87,12 +89,6 @@ def compile_only(model_name: str):
     print(time.perf_counter() - t)
 
 
-def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["wavenet", "transformer"],
@@ -100,7 +96,8 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="steps per repeat (default: 320 wavenet, 48 transformer)")
     ap.add_argument("--repeats", type=int, default=7, help="repeats per figure (default 7)")
     ap.add_argument("--no-compile-times", action="store_true", help="skip the cold and warm compile measurements")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
     ap.add_argument("--compile-only", metavar="MODEL", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.compile_only:
@@ -129,16 +126,26 @@ def main():
         print(json.dumps(result, indent=2))
         return
     m = result["machine"]
-    print(f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); load average "
-          f"{result['load_before']} before, {result['load_after']} after; medians of {args.repeats} repeats\n")
     table = []
     for r in rows:
         compile_cell = f"{r['compile_cold_s']:.1f} / {r['compile_warm_s']:.1f}" if "compile_cold_s" in r else "-"
         table.append([r["model"], f"{r['manual_wall_us']:.0f}", f"{r['compiled_wall_us']:.0f}",
                       f"{r['ratio_wall']:.2f}x", f"{r['manual_cpu_us']:.0f}", f"{r['compiled_cpu_us']:.0f}",
                       f"{r['ratio_cpu']:.2f}x", compile_cell])
-    print(md_table(["model", "manual µs/step", "compiled µs/step", "speed-up", "manual CPU µs", "compiled CPU µs",
-                    "speed-up (CPU)", "compile s (cold / warm)"], table))
+    steps = args.steps or "320 (wavenet) or 48 (transformer)"
+    text = (f"## The compiled engine against the manual one\n\n`{command_line()}` on {m['cpu']}, "
+            f"{m['cores']} cores, torch {m['torch']} ({n_threads(m['torch_threads'])}); load average "
+            f"{result['load_before'][0]:.2f} at the start, {result['load_after'][0]:.2f} at the end. Each model at "
+            f"its default sizes, batch 32, its default optimizer; µs per step, median of {args.repeats} repeats of "
+            f"{steps} steps, the two engines taking turns. \"µs/step\": wall clock; \"CPU µs\": the process's CPU "
+            "time, which moves less when other processes share the cores; \"speed-up\": manual over compiled. "
+            "\"compile s\": the compiled engine's first step (compile included) in a fresh process, with an empty "
+            "inductor cache (cold) and then with the cache that run left (warm).\n\n"
+            + md_table(["model", "manual µs/step", "compiled µs/step", "speed-up", "manual CPU µs", "compiled CPU µs",
+                        "speed-up (CPU)", "compile s (cold / warm)"], table))
+    print(text)
+    if args.write:
+        write_section("compiled_engine", text)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/fast_blocked.py                       # 4096x1024, 4096x200, 256x1024
     python benchmarks/fast_blocked.py --shapes 4096x1024 --repeats 9 --widths 64 128 256
+    python benchmarks/fast_blocked.py --write               # and puts the table in benchmarks/README.md
 
 Candidates (step, BLAS threads): the whole-batch step (a _fast_step.Step without blocks) on one core; the
 same with BLAS on all cores; and the blocked step (a Step given a `blocks` layout) on one core and with one
@@ -18,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from readme import command_line, md_table, write_section
 
 from ninjagrad import bench
 from ninjagrad.engines.fast import FastEngine, block_width, cores, make_blocks, set_blas_threads
@@ -74,20 +76,35 @@ def main():
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds to sleep before each turn, so spinning threads of the last one stop (default 0.3)")
     ap.add_argument("--float64", action="store_true", help="time float64 instead of float32")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
     args = ap.parse_args()
+    load = os.getloadavg()[0]
     peak = bench.matmul_gflops()
     dtype = torch.float64 if args.float64 else torch.float32
     print(f"matmul peak (torch 2048^3 sgemm, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s; "
-          f"{cores()} cores; {dtype}; load average {os.getloadavg()[0]:.2f} at the start\n")
-    print("| B x H | candidate | µs/step | GFLOP/s | % of peak |")
-    print("|---|---|---|---|---|")
+          f"{cores()} cores; {dtype}; load average {load:.2f} at the start", flush=True)
+    rows = []
     for shape in args.shapes:
         B, H = (int(s) for s in shape.lower().split("x"))
         steps = args.steps or max(3, int(150e-3 / (bench.step_flops(B, T * E, H, V) / 30e9)))
         for label, sec in time_shape(B, H, steps, args.repeats, args.widths, dtype, args.settle):
             gf = bench.step_flops(B, T * E, H, V) / sec / 1e9
-            print(f"| {B}x{H} | {label} | {sec * 1e6:,.0f} | {gf:.0f} | {100 * gf / peak:.0f}% |", flush=True)
-    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+            rows.append([f"{B}x{H}", label, f"{sec * 1e6:,.0f}", f"{gf:.0f}", f"{100 * gf / peak:.0f}%"])
+            print(f"measured {B}x{H}, {label}", flush=True)
+    m = bench.machine()
+    text = (f"## The fast engine's kernels at large shapes\n\n`{command_line()}` on {m['cpu']}, {cores()} cores, "
+            f"torch {m['torch']}, numpy {m['numpy']}, scipy {m['scipy']}, the kernel compiled for "
+            f"{m['fast_kernel']}; {str(dtype).removeprefix('torch.')}; load average {load:.2f} at the start, "
+            f"{os.getloadavg()[0]:.2f} at the end. The lecture's MLP (block 3, n_embd 10, vocabulary 27) at batch "
+            f"x n_hidden as given: µs per step, median of {args.repeats} turns (the candidates taking turns, "
+            f"{args.settle} s of sleep before each). Candidates: the whole-batch step on one thread, the same with "
+            "BLAS on every core, and the blocked step (its hidden units in blocks of width w) on one thread and "
+            "with one block group per core. GFLOP/s: the step's six matmuls' FLOPs over its time; % of peak: of "
+            f"this machine's float32 matmul, torch.mm 2048³ on {torch.get_num_threads()} threads ({peak:.0f} "
+            "GFLOP/s here).\n\n" + md_table(["B x H", "candidate", "µs/step", "GFLOP/s", "% of peak"], rows))
+    print(text)
+    if args.write:
+        write_section("fast_blocked", text)
 
 
 if __name__ == "__main__":

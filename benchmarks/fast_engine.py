@@ -3,6 +3,7 @@
     python benchmarks/fast_engine.py                    # engines + dC debate + scaling + peak memory
     python benchmarks/fast_engine.py --steps 1000 --repeats 9
     python benchmarks/fast_engine.py --compare-20k      # also: 20k-step runs, fast vs autograd, on names.txt
+    python benchmarks/fast_engine.py --write            # and puts the tables in benchmarks/README.md
 
 Every comparison is made inside this one run, engines taking turns, medians of the repeats: the
 machines this project runs on are shared, and absolute figures move with the load (printed).
@@ -11,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from readme import command_line, md_table, n_threads, write_section
+
 from ninjagrad import bench
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = REPO.parent / "shared" / "data" / "names.txt"
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def peak_rss_mb(engine: str, B: int, H: int, steps: int) -> float:
@@ -50,6 +48,63 @@ def run_20k(engine: str) -> dict:
         return json.loads((Path(out) / "run" / "summary.json").read_text())
 
 
+def engine_parts(result: dict, steps: int, repeats: int) -> list[str]:
+    """The engines' table, the distance to the matmul floor, the dC debate and (when timed) the scaling."""
+    parts = [f"Engines, the lecture's MLP (batch 32, n_hidden 200, float32): median of {repeats} repeats of {steps} "
+             "steps; steps run as the training loop runs them: each chunk's minibatches drawn with one "
+             "`torch.randint`, then `engine.steps` (chunks of 64 for the fast engine, 1 for the torch engines). "
+             "\"× autograd\": the autograd engine's time over the row's; \"200k steps\": the median step times the "
+             "lecture's 200,000 steps.",
+             md_table(["engine", "µs/step", "steps/s", "× autograd", "200k steps"],
+                      [[r["engine"], f"{r['us_per_step']:.1f}", f"{r['steps_per_s']:,.0f}", f"{r['vs_autograd']:.1f}×",
+                        f"{r['projected_200k_s']:.1f} s"] for r in result["engines"]])]
+    fast = next((r for r in result["engines"] if r["engine"] == "fast"), None)
+    if fast is not None:
+        parts.append(f"Distance to the floor: the six matmuls alone cost {matmul_floor_us():.1f} µs from compiled "
+                     f"code; the fast step is {fast['us_per_step']:.1f} µs.")
+    parts += ["dC, the lecture's debate (checked against autograd; batch 32, block 3, n_embd 10, repeated rows):",
+              md_table(["vocab", "method", "µs/call", "max abs error", "correct"],
+                       [[f"{r['V']:,}", r["method"], f"{r['us_per_call']:.1f}", f"{r['max_abs_err']:.1e}",
+                         "yes" if r["correct"] else "**no**"] for r in result["dC"]])]
+    if "scaling" in result:
+        peak = result["scaling"][0]["matmul_peak_gflops"]
+        parts += [f"Scaling (GFLOP/s = the six matmuls' FLOPs / step time; this machine's float32 matmul, "
+                  f"torch.mm 2048², all cores: {peak:.0f} GFLOP/s):",
+                  md_table(["engine", "batch", "n_hidden", "µs/step", "GFLOP/s", "% of matmul peak"],
+                           [[r["engine"], r["batch"], r["n_hidden"], f"{r['us_per_step']:.0f}", f"{r['gflops']:.1f}",
+                             "" if r["pct_of_matmul_peak"] is None else f"{r['pct_of_matmul_peak']:.0f}%"]
+                            for r in result["scaling"]])]
+    return parts
+
+
+def memory_parts(runs: int) -> list[str]:
+    """Peak memory of short training processes, the manual and fast engines taking turns."""
+    rows = []
+    for B, H in ((32, 200), (4096, 1024)):
+        mem = {"manual": [], "fast": []}
+        for _ in range(runs):  # taking turns: a process's peak varies by up to a third
+            for e in mem:
+                mem[e].append(peak_rss_mb(e, B, H, 30))
+        med = {e: statistics.median(v) for e, v in mem.items()}
+        rows.append([B, H] + [f"{med[e]:.0f} ({min(v):.0f}–{max(v):.0f})" for e, v in mem.items()]
+                    + [f"{med['fast'] / med['manual']:.2f}"])
+    return [f"Peak memory of a `ninjagrad train` process (30 steps; ru_maxrss, MiB; median of {runs} processes per "
+            "engine, range in brackets):",
+            md_table(["batch", "n_hidden", "manual", "fast", "fast / manual (medians)"], rows)]
+
+
+def compare_parts() -> list[str]:
+    """20k-step runs of the fast and autograd engines on names.txt, same seed."""
+    if not NAMES.exists():
+        return ["(20k-step comparison skipped: names.txt is not at ../shared/data/)"]
+    s = {e: run_20k(e) for e in ("fast", "autograd")}
+    return ["20k steps on ../shared/data/names.txt, same seed:",
+            md_table(["engine", "train loss", "val loss", "train_seconds"],
+                     [[e, f"{v['train_loss']:.4f}", f"{v['val_loss']:.4f}", f"{v['train_seconds']:.1f}"]
+                      for e, v in s.items()]),
+            f"|val(fast) - val(autograd)| = {abs(s['fast']['val_loss'] - s['autograd']['val_loss']):.4f}"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=500, help="steps per repeat (default 500)")
@@ -59,61 +114,27 @@ def main():
     ap.add_argument("--memory-runs", type=int, default=5, help="training processes per engine and shape (median)")
     ap.add_argument("--compare-20k", action="store_true", help="20k-step runs of fast and autograd on names.txt")
     ap.add_argument("--threads", type=int, help="torch threads of the torch engines (default: as training chooses)")
+    ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/README.md")
     args = ap.parse_args()
 
+    load = os.getloadavg()[0]
     result = bench.run_bench(args.steps, args.repeats, scaling=not args.no_scaling, dc=True, threads=args.threads)
-    m = result["machine"]
-    print(f"Machine: {m['cpu']}, {m['cores']} cores (the torch engines on {result['torch_threads']} threads: "
-          f"{result['threads_why']}), torch {m['torch']}, "
-          f"numpy {m.get('numpy')}, scipy {m.get('scipy')}, python {m['python']}, "
-          f"the fast engine's C kernel compiled for {m.get('fast_kernel')}; "
-          f"1-minute load average at the start: {m.get('load_average_1min')}"
-          + (f"; GPU {m['gpu']}" if "gpu" in m else "") + ".\n")
-    print(f"Engines, the lecture's MLP (batch 32, n_hidden 200, float32): median of {args.repeats} repeats of "
-          f"{args.steps} steps, engines taking turns; steps run as the training loop runs them: each chunk's "
-          "minibatches drawn with one `torch.randint`, then `engine.steps` (chunks of 64 for the fast engine, "
-          "1 for the torch engines).\n")
-    print(md_table(["engine", "µs/step", "steps/s", "× autograd", "200k steps"],
-                   [[r["engine"], f"{r['us_per_step']:.1f}", f"{r['steps_per_s']:,.0f}", f"{r['vs_autograd']:.1f}×",
-                     f"{r['projected_200k_s']:.1f} s"] for r in result["engines"]]))
-    fast = next(r for r in result["engines"] if r["engine"] == "fast")
-    print(f"\nDistance to the floor: the six matmuls alone cost {matmul_floor_us():.1f} µs from compiled code; "
-          f"the fast step is {fast['us_per_step']:.1f} µs.\n")
-    print("dC, the lecture's debate (checked against autograd; batch 32, block 3, n_embd 10, repeated rows):\n")
-    print(md_table(["vocab", "method", "µs/call", "max abs error", "correct"],
-                   [[f"{r['V']:,}", r["method"], f"{r['us_per_call']:.1f}", f"{r['max_abs_err']:.1e}",
-                     "yes" if r["correct"] else "**no**"] for r in result["dC"]]))
-    if "scaling" in result:
-        peak = result["scaling"][0]["matmul_peak_gflops"]
-        print(f"\nScaling (GFLOP/s = the six matmuls' FLOPs / step time; this machine's float32 matmul, "
-              f"torch.mm 2048², all cores: {peak:.0f} GFLOP/s):\n")
-        print(md_table(["engine", "batch", "n_hidden", "µs/step", "GFLOP/s", "% of matmul peak"],
-                       [[r["engine"], r["batch"], r["n_hidden"], f"{r['us_per_step']:.0f}", f"{r['gflops']:.1f}",
-                         "" if r["pct_of_matmul_peak"] is None else f"{r['pct_of_matmul_peak']:.0f}%"]
-                        for r in result["scaling"]]))
+    parts = engine_parts(result, args.steps, args.repeats)
     if not args.no_memory:
-        rows = []
-        for B, H in ((32, 200), (4096, 1024)):
-            mem = {"manual": [], "fast": []}
-            for _ in range(args.memory_runs):  # taking turns: a process's peak varies by up to a third
-                for e in mem:
-                    mem[e].append(peak_rss_mb(e, B, H, 30))
-            med = {e: statistics.median(v) for e, v in mem.items()}
-            rows.append([B, H] + [f"{med[e]:.0f} ({min(v):.0f}–{max(v):.0f})" for e, v in mem.items()]
-                        + [f"{med['fast'] / med['manual']:.2f}"])
-        print(f"\nPeak memory of a `ninjagrad train` process (30 steps; ru_maxrss, MiB; median of {args.memory_runs} "
-              "processes per engine, range in brackets):\n")
-        print(md_table(["batch", "n_hidden", "manual", "fast", "fast / manual (medians)"], rows))
+        parts += memory_parts(args.memory_runs)
     if args.compare_20k:
-        if not NAMES.exists():
-            print("\n(20k-step comparison skipped: names.txt is not at ../shared/data/)")
-        else:
-            s = {e: run_20k(e) for e in ("fast", "autograd")}
-            print("\n20k steps on names.txt, same seed:\n")
-            print(md_table(["engine", "train loss", "val loss", "train_seconds"],
-                           [[e, f"{v['train_loss']:.4f}", f"{v['val_loss']:.4f}", f"{v['train_seconds']:.1f}"]
-                            for e, v in s.items()]))
-            print(f"\n|val(fast) - val(autograd)| = {abs(s['fast']['val_loss'] - s['autograd']['val_loss']):.4f}")
+        parts += compare_parts()
+    m = result["machine"]
+    head = (f"## The fast engine\n\n`{command_line()}` on {m['cpu']}, {m['cores']} cores (the torch engines on "
+            f"{n_threads(result['torch_threads'])}: {result['threads_why']}), torch {m['torch']}, numpy "
+            f"{m['numpy']}, scipy {m['scipy']}, Python {m['python']}, the fast engine's C kernel compiled for "
+            f"{m['fast_kernel']}" + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; load average {load:.2f} "
+            f"at the start, {os.getloadavg()[0]:.2f} at the end. Every comparison is made inside this one run, the "
+            "engines taking turns, medians of the repeats.")
+    text = "\n\n".join([head, *parts])
+    print(text)
+    if args.write:
+        write_section("fast_engine", text)
 
 
 def matmul_floor_us(repeats: int = 7, calls: int = 2000) -> float:

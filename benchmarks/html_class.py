@@ -2,6 +2,7 @@
 
     python benchmarks/html_class.py                  # 500 submissions; prints size and load times
     python benchmarks/html_class.py -n 100 --keep class.html
+    python benchmarks/html_class.py --write          # and puts the figures in benchmarks/README.md
 
 Each submission is the package's solution with 0 to 3 of the mistakes below (a seeded draw: 30% make
 none), judged in this process with `check_source(..., detail=True)`; the page is `render_class` of the
@@ -12,6 +13,7 @@ started), the frame after it painted, the load event, and one submission's page 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -21,7 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from readme import command_line, md_table, write_section
 
+from ninjagrad.bench import machine
 from ninjagrad.check.core import check_source, prepare
 from ninjagrad.check.html import render_class
 
@@ -69,7 +73,7 @@ def submissions(n: int, seed: int = 0) -> list[dict]:
 PAINTED = "new Promise(done => requestAnimationFrame(() => setTimeout(() => done(performance.now()))))"
 
 
-def load_times(path: Path, runs: int = 3) -> dict:
+def load_times(path: Path, n: int, runs: int = 3) -> dict:
     from playwright.sync_api import sync_playwright
 
     exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -81,6 +85,7 @@ def load_times(path: Path, runs: int = 3) -> dict:
     with sync_playwright() as p:
         for _ in range(runs):
             browser = p.chromium.launch(executable_path=exe, args=args)  # a fresh profile each run
+            version = browser.version
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors = []
             page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
@@ -92,21 +97,23 @@ def load_times(path: Path, runs: int = 3) -> dict:
             page.wait_for_load_state("load")
             load.append(page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd"))
             t = time.perf_counter()
-            page.click(".ng-grid .ng-row:nth-child(7) a.ng-name")
+            page.click(f".ng-grid .ng-row:nth-child({min(7, n)}) a.ng-name")  # a row near the top
             page.wait_for_selector(".ng-subview:not([hidden]) g.ng-node")
             opened.append(1000 * (time.perf_counter() - t))
             if errors:
                 sys.exit(f"the page reported errors: {errors}")
             browser.close()
     return {"ready": statistics.median(ready), "painted": statistics.median(painted), "load": statistics.median(load),
-            "open": statistics.median(opened)}
+            "open": statistics.median(opened), "chromium": version, "runs": runs}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="submissions (default 500)")
     ap.add_argument("--keep", metavar="FILE", help="write the page to FILE (default: a temporary file)")
+    ap.add_argument("--write", action="store_true", help="write the figures into benchmarks/README.md")
     args = ap.parse_args()
+    load = os.getloadavg()[0]
     t = time.perf_counter()
     reports = submissions(args.n)
     checked = time.perf_counter() - t
@@ -116,13 +123,27 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "class.html"
         path.write_text(html, encoding="utf-8")
-        times = load_times(path.resolve())
+        times = load_times(path.resolve(), args.n)
     wrong = sum(not r["summary"]["ok"] for r in reports)
-    print(f"{args.n} submissions of exercise 1 ({wrong} with a mistake): checked in {checked:.0f} s, page rendered in "
-          f"{rendered:.2f} s, {len(html.encode()) / 1e6:.1f} MB")
-    print(f"Chromium, from disk (median of 3): drawn {times['ready']:.0f} ms after navigation started, on screen at "
-          f"{times['painted']:.0f} ms, load event at {times['load']:.0f} ms; a submission's page opened from the grid "
-          f"in {times['open']:.0f} ms")
+    m = machine()
+    rows = [["submissions checked, in this process (`check_source(..., detail=True)`, one thread)",
+             f"{checked:.0f} s ({1e3 * checked / args.n:.0f} ms each)"],
+            ["the page rendered (`render_class`)", f"{rendered:.2f} s"],
+            ["the page's size", f"{len(html.encode()) / 1e6:.1f} MB"],
+            ["drawn (`window.ninjagradReport.readyAt`, after navigation started)", f"{times['ready']:.0f} ms"],
+            ["on screen (the frame after the drawing)", f"{times['painted']:.0f} ms"],
+            ["the load event", f"{times['load']:.0f} ms"],
+            ["a submission's page opened from the grid", f"{times['open']:.0f} ms"]]
+    text = (f"## A class's HTML page\n\n`{command_line()}` on {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+            f"Chromium {times['chromium']} (headless, driven by playwright); load average {load:.2f} at the start, "
+            f"{os.getloadavg()[0]:.2f} at the end. {args.n} submissions of exercise 1 ({wrong} with a mistake: "
+            "the package's solution with 0 to 3 of the common mistakes in this script, a seeded draw), judged and "
+            f"rendered as one page, which Chromium opens from disk {times['runs']} times, a fresh profile each time; "
+            "the browser's figures are the medians, in ms after navigation started but the last (from the click "
+            "to the submission's graph on screen).\n\n" + md_table(["figure", "value"], rows))
+    print(text)
+    if args.write:
+        write_section("html_class", text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from readme import md_table, write_section
+from readme import command_line, md_table, write_section
 
 from ninjagrad import bench
 from ninjagrad.engines import make_engine
@@ -107,7 +107,7 @@ def main():
         results.append(measure(shape, args.repeats, n))
         print(f"measured {shape}", flush=True)
     m = bench.machine()
-    text = (f"## Threads of the torch engines\n\n`python benchmarks/threads.py` on {m['cpu']}, {n} cores, torch "
+    text = (f"## Threads of the torch engines\n\n`{command_line()}` on {m['cpu']}, {n} cores, torch "
             f"{m['torch']}; load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. "
             f"Milliseconds per step, median of {args.repeats} repeats, the engines and thread counts taking turns; "
             "\"as is\": the machine with whatever else runs on it (the load average above), \"busy\": with one "
