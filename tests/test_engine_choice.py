@@ -1,5 +1,6 @@
-"""What a run gets when it names no engine and no threads: fast where it applies, threads by the step's size,
-and every engine but fast when the install built no C extension (no C compiler)."""
+"""What a run gets when it names no engine and no threads: fast where it applies, compiled for the wavenet and the
+transformer where compiling pays back (and a C++ compiler is there), threads by the step's size, and every engine but
+fast when the install built no C extension (no C compiler)."""
 import contextlib
 import io
 import json
@@ -9,11 +10,11 @@ import pytest
 import torch
 
 from ninjagrad.cli import main
-from ninjagrad.engines import make_engine
+from ninjagrad.engines import compiled, make_engine
 from ninjagrad.engines.fast import KERNEL, kernel_missing
 from ninjagrad.engines.threads import ALL_CORES_FROM, StepSize, choose_threads, step_size
 from ninjagrad.models import MLP, MLPConfig
-from ninjagrad.train import TrainConfig, default_engine, default_threads
+from ninjagrad.train import COMPILE_PAYS_FROM, TrainConfig, default_engine, default_threads
 
 
 def cli(*args):
@@ -51,14 +52,16 @@ def test_the_lecture_mlp_defaults_to_the_fast_engine(small_words, tmp_path):
 
 
 @pytest.mark.parametrize("settings, dp, why", [
-    (dict(model="wavenet"), None, "implements the lecture's mlp, not the wavenet"),
     (dict(optimizer="adamw"), None, "sgd update, not adamw"),
     (dict(device="cuda"), None, "runs on the cpu, not cuda"),
     (dict(), object(), "data-parallel"),
+    (dict(model="wavenet", device="cuda"), None, "the compiled engine's default is for the cpu, not cuda"),
+    (dict(model="transformer"), object(), "the compiled engine runs one process"),
 ])
 def test_elsewhere_the_default_is_manual_and_says_why(settings, dp, why):
     engine, note = default_engine(TrainConfig(**settings), dp)
     assert engine == "manual" and note.startswith("engine manual: ") and why in note
+    assert note.count(";") == 0  # one reason: the one engine that is a default for the model
 
 
 def test_without_the_extension_the_default_is_manual_and_says_how_to_get_it(no_kernel, small_words, tmp_path):
@@ -129,3 +132,111 @@ def test_make_engine_without_the_extension(no_kernel):
     with pytest.raises(UsageError, match="C compiler"):
         make_engine("fast", model, X, Y)
     make_engine("manual", model, X, Y)
+
+
+# --- the compiled engine: the default for the wavenet and the transformer on the cpu, where it pays ---------
+
+@pytest.fixture
+def cxx(tmp_path, monkeypatch):
+    """A C++ compiler on PATH under the name inductor calls when CXX is unset (a script: nothing here compiles)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    compiler = folder / ("clang++" if sys.platform == "darwin" else "g++")
+    compiler.write_text("#!/bin/sh\nexit 0\n")
+    compiler.chmod(0o755)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(folder))
+
+
+@pytest.fixture
+def no_cxx(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+
+
+@pytest.fixture
+def eager_graphs(monkeypatch):
+    """The compiled engine's graphs run as traced functions, eagerly: its choices and files without inductor's
+    tens of seconds of compiling."""
+    monkeypatch.setattr(compiled, "compile_graph", lambda fn, example_inputs: fn)
+
+
+def wavenet(words, out, *extra):
+    return small(words, out, "--model", "wavenet", "--n-embd", 4, "--n-hidden", 12, "--block-size", 8, *extra)
+
+
+@pytest.mark.parametrize("model", ["wavenet", "transformer"])
+def test_a_long_run_on_the_cpu_defaults_to_the_compiled_engine(cxx, model):
+    engine, note = default_engine(TrainConfig(model=model, steps=COMPILE_PAYS_FROM[model]))
+    assert engine == "compiled", note
+    assert note.startswith("engine compiled: ") and "inductor" in note and "--engine manual" in note
+
+
+@pytest.mark.parametrize("model", ["wavenet", "transformer"])
+def test_a_short_run_is_manual_because_compiling_would_not_pay_back(cxx, model):
+    least = COMPILE_PAYS_FROM[model]
+    engine, note = default_engine(TrainConfig(model=model, steps=least - 1))
+    assert engine == "manual"
+    assert note == (f"engine manual: compiling the {model}'s step (up to a minute) pays back from {least:,} steps, "
+                    f"and this run has {least - 1:,} (--engine compiled compiles anyway)")
+
+
+def test_without_a_cxx_compiler_the_default_is_manual_and_says_so(no_cxx):
+    engine, note = default_engine(TrainConfig(model="wavenet", steps=10**6))
+    assert engine == "manual"
+    assert note == "engine manual: the compiled engine needs a C++ compiler, and no-such-c++-compiler is not on PATH"
+
+
+def test_before_torch_2_6_the_default_is_manual_and_says_so(cxx, monkeypatch):
+    monkeypatch.setattr(torch, "__version__", torch.torch_version.TorchVersion("2.5.1"))
+    engine, note = default_engine(TrainConfig(model="transformer", steps=10**6))
+    assert engine == "manual" and "torch 2.6 or later" in note and "2.5.1" in note
+
+
+def test_the_mlp_defaults_to_fast_however_long_the_run():
+    if kernel_missing():
+        pytest.skip("the fast engine's C extension is not built here")
+    for steps in (1, 10**6):
+        assert default_engine(TrainConfig(steps=steps))[0] == "fast"
+
+
+def test_a_short_wavenet_run_says_why_it_is_manual(cxx, small_words, tmp_path):
+    code, out, err = cli(*wavenet(small_words, tmp_path / "run"))
+    assert code == 0, err
+    assert "engine manual: compiling the wavenet's step" in out and "pays back from 30,000 steps" in out
+    assert "compiling the step" not in out.replace("compiling the wavenet's step", "")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["engine"] == "manual" and "compile_seconds" not in summary
+
+
+def test_a_wavenet_run_that_pays_back_compiles_and_says_so(cxx, eager_graphs, small_words, tmp_path, monkeypatch):
+    monkeypatch.setitem(COMPILE_PAYS_FROM, "wavenet", 40)  # the run's 40 steps pay back
+    code, out, err = cli(*wavenet(small_words, tmp_path / "run"))
+    assert code == 0, err
+    assert "engine compiled: forward, hand-written backward and update compiled by inductor" in out
+    assert out.index("engine compiled") < out.index("compiling the step (tens of seconds")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["engine"] == "compiled"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["engine"] == "compiled" and set(summary["compile_seconds"]) == {"step"}
+    assert summary["compile_seconds"]["step"] >= 0
+
+
+def test_engine_compiled_without_a_cxx_compiler_is_one_line_and_exit_2(no_cxx, small_words, tmp_path):
+    code, out, err = cli(*wavenet(small_words, tmp_path / "run", "--engine", "compiled"))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.strip() == ("ninjagrad: --engine compiled: the compiled engine needs a C++ compiler, and "
+                           "no-such-c++-compiler is not on PATH; use --engine manual")  # said before inductor runs
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_compiled_run_without_a_cxx_compiler_is_one_line_and_exit_2(eager_graphs, small_words,
+                                                                                   tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    code, _, err = cli(*wavenet(small_words, out, "--engine", "compiled"))
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    code, _, err = cli("train", "--resume", out, "--no-progress")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "C++ compiler, and no-such-c++-compiler is not on PATH" in err and str(out) in err
+    assert "its resume needs it too" in err and "use --engine manual" not in err  # --resume takes no --engine
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -35,8 +35,10 @@ def add_train(sub):
     g = p.add_argument_group("optimisation")
     g.add_argument("--engine", choices=choices.ENGINES,
                    help="how gradients are computed: manual (the hand-written backward in torch), autograd, "
-                   "compiled (the manual step as one torch.compile graph), or fast (the whole step in compiled C; "
-                   "the default wherever it applies: the mlp with sgd on the cpu; manual elsewhere)")
+                   "compiled (the manual step as one graph compiled by inductor), or fast (the whole step in "
+                   "compiled C). Default: fast wherever it applies (the mlp with sgd on the cpu); compiled for the "
+                   "wavenet from 30000 steps and the transformer from 10000 on the cpu (compiling pays back); "
+                   "manual elsewhere. The run says which and why")
     g.add_argument("--steps", type=int, help="training steps (default 200000, the lecture's)")
     g.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     g.add_argument("--optimizer", choices=choices.OPTIMIZERS,

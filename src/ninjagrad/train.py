@@ -7,12 +7,14 @@ continues and ends with exactly the parameters an uninterrupted run would have.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import json
 import math
 import os
 import shutil
 import signal
+import sys
 import time
 import typing
 from collections.abc import Callable
@@ -149,13 +151,12 @@ def optimizer_name(cfg: TrainConfig) -> str:
     return cfg.optimizer or MODELS[cfg.model][0].default_optimizer
 
 
-# --- the default engine: fast wherever it applies ------------------------------------------------
-# Each check names what keeps the fast engine from a run, or returns None; the first that speaks,
-# in this order, is the one line a run without --engine prints about its engine.
-
-def fast_needs_mlp(cfg, dp):
-    return None if cfg.model == "mlp" else f"the fast engine implements the lecture's mlp, not the {cfg.model}"
-
+# --- the default engine: fast wherever it applies, compiled where it pays, else manual --------------
+# Each check names what keeps an engine from a run, or returns None. DEFAULT_ENGINES lists the engines
+# a run without --engine may get, in order of preference, each with the models it is a default for and
+# its checks in order: the first engine for the run's model none of whose checks speaks is the run's;
+# else manual, and the one line a run prints about its engine gives the first reason of each engine
+# that is a default for the model.
 
 def fast_needs_sgd(cfg, dp):
     name = optimizer_name(cfg)
@@ -174,18 +175,74 @@ def fast_needs_kernel(cfg, dp):
     return kernel_missing()
 
 
-FAST_CHECKS = [fast_needs_mlp, fast_needs_sgd, fast_needs_cpu, fast_needs_one_process, fast_needs_kernel]
+FAST_CHECKS = [fast_needs_sgd, fast_needs_cpu, fast_needs_one_process, fast_needs_kernel]
+
+# Steps from which compiling pays back, per model, from a cold inductor cache. Compiling takes 25-60 s
+# (5-10 s with a warm cache) and a compiled step then takes 1/2.5-1/3.7 of the manual engine's time;
+# benchmarks/compiled_engine.py measures both: the WaveNet pays back after ~27k steps (~6k warm), the
+# transformer after a few thousand. The thresholds are those, rounded up.
+COMPILE_PAYS_FROM = {"wavenet": 30_000, "transformer": 10_000}
+
+
+def compiled_needs_cpu(cfg, dp):
+    return None if cfg.device == "cpu" else f"the compiled engine's default is for the cpu, not {cfg.device}"
+
+
+def compiled_needs_one_process(cfg, dp):
+    return None if dp is None else "the compiled engine runs one process"
+
+
+def compiled_needs_inductor(cfg, dp):
+    if torch.__version__ >= (2, 6) and importlib.util.find_spec("torch._inductor") is not None:
+        return None
+    return f"the compiled engine needs torch 2.6 or later with inductor, and this is torch {torch.__version__}"
+
+
+def compiled_needs_cxx(cfg, dp):
+    cxx = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")  # the one inductor calls
+    return None if shutil.which(cxx) else f"the compiled engine needs a C++ compiler, and {cxx} is not on PATH"
+
+
+def compiled_pays_back(cfg, dp):
+    least = COMPILE_PAYS_FROM[cfg.model]
+    if cfg.steps >= least:
+        return None
+    return (f"compiling the {cfg.model}'s step (up to a minute) pays back from {least:,} steps, and this run "
+            f"has {cfg.steps:,} (--engine compiled compiles anyway)")
+
+
+COMPILED_CHECKS = [compiled_needs_cpu, compiled_needs_one_process, compiled_needs_inductor, compiled_needs_cxx,
+                   compiled_pays_back]
+DEFAULT_ENGINES = [
+    ("fast", {"mlp"}, FAST_CHECKS, "the whole step in compiled C, with the manual engine's numbers; --engine "
+                                   "manual runs the hand-written backward in torch"),
+    ("compiled", set(COMPILE_PAYS_FROM), COMPILED_CHECKS, "forward, hand-written backward and update compiled by "
+     "inductor into one graph, 2.5-3.7x the manual engine's speed; --engine manual runs them eagerly"),
+]
+# What `--engine NAME` needs, checked before anything is built (a missing C++ compiler would fail deep
+# inside inductor); the fast engine says for itself what it lacks.
+ENGINE_NEEDS = {"compiled": [compiled_needs_inductor, compiled_needs_cxx]}
 
 
 def default_engine(cfg: TrainConfig, dp=None) -> tuple[str, str]:
-    """The engine of a run that names none, and the line that says which and why: fast wherever it
-    applies (the lecture's MLP with SGD on the cpu), manual elsewhere."""
-    for check in FAST_CHECKS:
-        why = check(cfg, dp)
+    """The engine of a run that names none, and the line that says which and why (DEFAULT_ENGINES)."""
+    reasons = []
+    for name, models, checks, what in DEFAULT_ENGINES:
+        if cfg.model not in models:
+            continue
+        why = next((why for check in checks if (why := check(cfg, dp)) is not None), None)
+        if why is None:
+            return name, f"engine {name}: {what}"
+        reasons.append(why)
+    return "manual", "engine manual: " + ("; ".join(reasons) or f"no other engine is a default for the {cfg.model}")
+
+
+def check_engine_needs(cfg: TrainConfig, fix: str = "use --engine manual"):
+    """UsageError, ending with `fix`, when the engine the run names lacks what it needs (ENGINE_NEEDS)."""
+    for check in ENGINE_NEEDS.get(cfg.engine, []):
+        why = check(cfg, None)
         if why is not None:
-            return "manual", f"engine manual: {why}"
-    return "fast", ("engine fast: the whole step in compiled C, with the manual engine's numbers; "
-                    "--engine manual runs the hand-written backward in torch")
+            raise UsageError(f"--engine {cfg.engine}: {why}; {fix}")
 
 
 def default_threads(model, Xtr: torch.Tensor, Ytr: torch.Tensor, batch_size: int) -> tuple[int, str]:
@@ -602,6 +659,7 @@ def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
     """A new run: the settings checked, the model and engine built (the step compiled, for an engine that
     compiles), and only then its folder, config.json and the checkpoint of step 0."""
     cfg.validate()
+    check_engine_needs(cfg)
     out_dir = check_out_dir(out)
     dp = join_data_parallel(cfg)
     resolve_files(cfg)
@@ -623,9 +681,26 @@ def start_run(cfg: TrainConfig, out: str | None, console=None) -> Run:
 
 
 def prepare(run: Run):
-    """The engine settles how its steps run (the compiled engine compiles them), before the run's folder
-    is made."""
-    run.engine.prepare(run.cfg.batch_size)
+    """The engine settles how its steps run; the compiled engine compiles them, saying so first (it takes
+    a while), and a compiler that fails is one line."""
+    if run.cfg.engine != "compiled":
+        run.engine.prepare(run.cfg.batch_size)
+        return
+    if run.console is not None:  # the lines about the run's choices first, then why it sits silent a while
+        for note in run.notes:
+            run.console.print(note, markup=False, highlight=False, soft_wrap=True)
+        run.notes = []
+        run.console.print("compiling the step (tens of seconds the first time, a few after: inductor's cache)")
+    try:
+        run.engine.prepare(run.cfg.batch_size)
+    except (UsageError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- inductor's errors have many types; each ends the same way
+        if is_out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UsageError(f"--engine compiled: inductor could not compile the step ({first}); "
+                         "use --engine manual") from None
 
 
 def claim_out_dir(run: Run, out: Path | None, config_text: str):
@@ -681,6 +756,7 @@ def resume_run(run_dir: str, console=None) -> Run:
     cfg = saved_settings(payload, path)
     try:
         cfg.validate()
+        check_engine_needs(cfg, "the run's steps are this engine's, so its resume needs it too")
     except UsageError as e:
         raise UsageError(f"{path}: the run's settings do not work here ({e})") from None
     dp = join_data_parallel(cfg)
@@ -744,6 +820,8 @@ def finish(run: Run) -> dict:
     }
     if run.dp is not None:
         summary["processes"] = run.dp.world_size
+    if cfg.engine == "compiled":
+        summary["compile_seconds"] = run.engine.compile_seconds  # by graph: "step" (and "loss_and_grads")
     if run.writer:
         ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
         plot_losses(run.losses, run.out / "loss.png")
