@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path) -> dict:
 FIELDS = {"model": str, "model_config": dict, "train_config": dict, "vocab": list, "data_source": str,
           "state": dict, "optimizer": dict, "step": int, "rng": torch.Tensor, "losses": torch.Tensor,
           "train_seconds": (int, float)}
-OPTIONAL = {"evals": list, "engine": dict, "calibrated_step": (int, type(None))}
+OPTIONAL = {"evals": list, "engine": dict, "calibrated_step": (int, type(None)), "diagnostics": dict}
 
 
 def fields_problem(p: dict) -> str | None:

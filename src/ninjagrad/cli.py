@@ -65,6 +65,9 @@ def add_train(sub):
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
     g.add_argument("--eval-every", type=int, help="report train/val loss every K steps (default 0: at the end)")
     g.add_argument("--verify-every", type=int, help="check gradients against autograd every K steps (default 0)")
+    g.add_argument("--diagnostics-every", type=int, metavar="K", help="record every K steps, on that step's "
+                   "minibatch, each tanh/GELU layer's output and output-gradient histograms and saturation and "
+                   "each parameter's update:data ratio; drawn as diagnostics.png (default 0: never)")
     g.add_argument("--checkpoint-every", type=int, help="save a checkpoint every K steps (default 10000)")
     g.add_argument("--samples", type=int, help="names to sample at the end (default 20)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (and, when output is not a "
@@ -76,6 +79,7 @@ def add_train(sub):
 TRAIN_FLAGS = {"data": "data", "year": "year", "model": "model", "engine": "engine", "steps": "steps",
                "batch_size": "batch_size", "lr": "lr", "lr_decay_step": "lr_decay_step", "seed": "seed",
                "device": "device", "dtype": "dtype", "eval_every": "eval_every", "verify_every": "verify_every",
+               "diagnostics_every": "diagnostics_every",
                "checkpoint_every": "checkpoint_every", "samples": "num_samples", "optimizer": "optimizer",
                "weight_decay": "weight_decay", "backward": "backward", "threads": "threads",
                "backward_timeout": "backward_timeout"}
@@ -210,6 +214,26 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# --- plot ----------------------------------------------------------------------------------
+
+def add_plot(sub):
+    p = sub.add_parser("plot", help="overlay runs' loss curves; redraw a run's diagnostics",
+                       description="Overlay the train and val loss curves of run folders in one PNG; redraw "
+                                   "the diagnostics of each run that recorded them (--diagnostics-every).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders made by `ninjagrad train`")
+    p.add_argument("--out", metavar="FILE", default="losses.png",
+                   help="the overlay's PNG (default losses.png); each run's diagnostics go beside it as "
+                   "diagnostics-<run folder name>.png")
+    p.add_argument("--no-diagnostics", action="store_true", help="draw the overlay only")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args) -> int:
+    from .plot import cmd_plot as run  # matplotlib loads only when a plot is drawn
+
+    return run(args)
+
+
 # --- bench ---------------------------------------------------------------------------------
 
 def add_bench(sub):
@@ -240,7 +264,7 @@ def cmd_bench(args) -> int:
 
 # --- the parser ------------------------------------------------------------------------------
 
-COMMANDS = [add_train, add_sample, *CHECK_COMMANDS, add_bench]
+COMMANDS = [add_train, add_sample, add_plot, *CHECK_COMMANDS, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,11 +40,13 @@ def largest_tensor(tree) -> int:
     return max((largest_tensor(v) for v in values), default=0)
 
 
-def model_bytes(model_name: str, config, dtype: torch.dtype, batch: int) -> dict[str, int]:
+def model_bytes(model_name: str, config, dtype: torch.dtype, batch: int, diagnostics: bool = False) -> dict[str, int]:
     """Bytes of the parameters with their gradients and an optimizer's two tensors each (AdamW's m and v,
     the most any optimizer keeps), and of one training step's activations (the forward's cache, the
     gradients and the largest temporary) or of evaluation's forward over EVAL_ROWS rows (which keeps no
-    cache: a few of its largest activations at once), whichever is larger; measured on the meta device."""
+    cache: a few of its largest activations at once), whichever is larger; measured on the meta device.
+    With `diagnostics`, also a recorded step's own forward and backward, held while the engine takes the
+    step, and the copy of the parameters from before it (diagnostics.Recorder.step)."""
     cls, _ = MODELS[model_name]
     with torch.device("meta"):
         model = cls(config, cls.init_params(config, torch.Generator(), dtype))
@@ -54,8 +56,11 @@ def model_bytes(model_name: str, config, dtype: torch.dtype, batch: int) -> dict
         step = tensor_bytes(cache) + params + largest_tensor(cache)
         X = torch.zeros((EVAL_ROWS, config.block_size), dtype=torch.long)
         _, cache = model.forward(X, torch.zeros(EVAL_ROWS, dtype=torch.long))
-    return {"parameters, gradients and optimizer state": 4 * params,
-            "a step's activations": max(step, 4 * largest_tensor(cache))}
+    parts = {"parameters, gradients and optimizer state": 4 * params,
+             "a step's activations": max(step, 4 * largest_tensor(cache))}
+    if diagnostics:
+        parts["a recorded step's diagnostics"] = step + params
+    return parts
 
 
 def dataset_bytes(words: list[str], block_size: int) -> int:

