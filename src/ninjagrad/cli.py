@@ -150,14 +150,14 @@ def cmd_train(args) -> int:
                       f"examples each per step of {cfg.batch_size}")
     console.print(f"[bold]{cfg.model}[/] ({run.model.num_params():,} parameters) on {run.source}: "
                   f"{run.Xtr.shape[0]:,} training examples, vocab {len(run.splits.vocab)}, "
-                  f"engine {cfg.engine}, device {cfg.device}, run folder {run.out}")
+                  f"engine {cfg.engine}, device {cfg.device}, run folder {run.out}", soft_wrap=True)
     for note in run.notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     try:
         summary = execute(run, show_progress=not args.no_progress)
     except Interrupted as e:
         console.print(f"interrupted at step {run.step:,}; checkpoint saved. Continue with: "
-                      f"ninjagrad train --resume {run.out}")
+                      f"ninjagrad train --resume {run.out}", soft_wrap=True)
         return 128 + e.signum
     except TrainingStopped as e:
         if run.writer:
