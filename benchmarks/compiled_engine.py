@@ -33,6 +33,7 @@ from ninjagrad.models import MODELS
 from ninjagrad.optim import make_optimizer
 
 LR = {"sgd": 0.01, "adamw": 1e-3}
+STEPS = {"mlp": 640, "wavenet": 320, "transformer": 48}  # steps per repeat when --steps is not given
 
 
 def make_pair(model_name: str, seed: int = 42):
@@ -93,7 +94,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["wavenet", "transformer"],
                     choices=["mlp", "wavenet", "transformer"])
-    ap.add_argument("--steps", type=int, default=None, help="steps per repeat (default: 320 wavenet, 48 transformer)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="steps per repeat (default: 640 mlp, 320 wavenet, 48 transformer)")
     ap.add_argument("--repeats", type=int, default=7, help="repeats per figure (default 7)")
     ap.add_argument("--no-compile-times", action="store_true", help="skip the cold and warm compile measurements")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -112,7 +114,7 @@ def main():
                 row["compile_cold_s"] = compile_seconds(name, cache)
                 row["compile_warm_s"] = compile_seconds(name, cache)
             engines, N, lr = make_pair(name)
-            steps = args.steps or {"mlp": 640, "wavenet": 320, "transformer": 48}[name]
+            steps = args.steps or STEPS[name]
             t = time_pair(engines, N, 32, steps, args.repeats, lr)
             for clock in ("wall", "cpu"):
                 m, c = (statistics.median(t[e][clock]) * 1e6 for e in ("manual", "compiled"))
@@ -132,15 +134,16 @@ def main():
         table.append([r["model"], f"{r['manual_wall_us']:.0f}", f"{r['compiled_wall_us']:.0f}",
                       f"{r['ratio_wall']:.2f}x", f"{r['manual_cpu_us']:.0f}", f"{r['compiled_cpu_us']:.0f}",
                       f"{r['ratio_cpu']:.2f}x", compile_cell])
-    steps = args.steps or "320 (wavenet) or 48 (transformer)"
+    steps = args.steps or " or ".join(f"{STEPS[n]} ({n})" for n in args.models)
     text = (f"## The compiled engine against the manual one\n\n`{command_line()}` on {m['cpu']}, "
             f"{m['cores']} cores, torch {m['torch']} ({n_threads(m['torch_threads'])}); load average "
             f"{result['load_before'][0]:.2f} at the start, {result['load_after'][0]:.2f} at the end. Each model at "
             f"its default sizes, batch 32, its default optimizer; µs per step, median of {args.repeats} repeats of "
             f"{steps} steps, the two engines taking turns. \"µs/step\": wall clock; \"CPU µs\": the process's CPU "
             "time, which moves less when other processes share the cores; \"speed-up\": manual over compiled. "
-            "\"compile s\": the compiled engine's first step (compile included) in a fresh process, with an empty "
-            "inductor cache (cold) and then with the cache that run left (warm).\n\n"
+            + ("\"compile s\": not measured in this run (--no-compile-times)." if args.no_compile_times else
+               "\"compile s\": the compiled engine's first step (compile included) in a fresh process, with an "
+               "empty inductor cache (cold) and then with the cache that run left (warm).") + "\n\n"
             + md_table(["model", "manual µs/step", "compiled µs/step", "speed-up", "manual CPU µs", "compiled CPU µs",
                         "speed-up (CPU)", "compile s (cold / warm)"], table))
     print(text)
