@@ -5,8 +5,9 @@
 
 This process is the judge `ninjagrad check` starts for each file (`python -m ninjagrad.check.worker`):
 it imports torch (timed first, as the judge's first cost), wraps the functions named in PHASES with a
-timer, and runs the worker's main on the file. benchmarks/check_speed.py runs it and prints the medians.
-A function of PHASES that is no longer there stops it with a KeyError naming it: PHASES wants updating.
+timer, runs the worker's main on the file and ends as the judge does, with os._exit.
+benchmarks/check_speed.py runs it and prints the medians. A function of PHASES that is no longer there
+stops it with a KeyError naming it: PHASES wants updating.
 """
 import time
 
@@ -63,3 +64,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)  # as the judge ends (worker.py): no teardown of torch after the answer

@@ -146,7 +146,7 @@ PHASE_ROWS = [
     ("judging", "judge: the submission run and every gradient judged (`core.check_program`)"),
     ("close", "judge: the learner's process ended"),
     ("rest", "judge: the rest (the worker's arguments, the report written)"),
-    ("exit", "judge: its exit after the answer (the interpreter and torch torn down)"),
+    ("exit", "judge: its exit after the answer (`os._exit`, no teardown)"),
 ]
 # what the judge's total is made of (check_phases.py's keys; "prepare" holds setup, traces and solution)
 LEAVES = ("torch", "modules", "plan", "fork", "prepare", "read", "namespaces", "judging", "close")
