@@ -2,9 +2,10 @@
 
     python tools/fit_tanh.py
 
-tanh(x) ~ x P(s) / Q(s), s = x^2, P and Q of degree 4, Q(0) = 1, on 0 < x <= 9 (tanh is odd; beyond 9 it
-is 1 in float32). The error to minimise is relative: |x P/Q - tanh| / tanh. That is linear in the
-coefficients once multiplied by Q, so each round solves a weighted least-squares problem for
+tanh(x) ~ x P(s) / Q(s), s = x^2, P and Q of degree 4, Q(0) = 1, on 0 < x <= 9 (tanh is odd; beyond 9.01 it
+is 1 in float32, and at 9 it is one float32 step below). The error to minimise is relative:
+|x P/Q - tanh| / tanh. That is linear in the coefficients once multiplied by Q, so each round solves a
+weighted least-squares problem for
 x P(s) - tanh(x) Q(s) = 0, dividing each row by the previous round's tanh * Q (so the residual is the
 relative error again), and raises the weight where the error is largest (Lawson's reweighting, which
 drives least squares toward the minimax fit). Then every float32 in a dense grid is evaluated exactly

@@ -88,7 +88,7 @@ static inline void dgemm_rm(char ta, char tb, int64_t M, int64_t N, int64_t K, c
 #define LN2_LO -2.12194440e-4f
 #define EXP_MIN -87.0f  /* exp(-87) ~ 1.6e-38 is still a normal float32; below it we return that */
 #define EXP_MAX 88.0f
-#define TANH_BIG 9.0f  /* tanh(9) rounds to 1.0 in float32 */
+#define TANH_BIG 9.0f  /* float32 tanh is 1 - 2^-24 at 9 and 1.0 from 9.01: past 9, within one step of it */
 
 static inline float clampf(float x, float lo, float hi)
 {
