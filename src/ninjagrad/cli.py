@@ -167,7 +167,8 @@ def cmd_train(args) -> int:
         print(f"ninjagrad: stopped at once by a second signal; {run.kept()}. Continue with: "
               f"ninjagrad train --resume {run.out}", file=sys.stderr)
         return 130
-    t = Table(title=f"{cfg.model}, {summary['steps']:,} steps, engine {cfg.engine}")
+    console.print(f"{cfg.model}, {summary['steps']:,} steps, engine {cfg.engine}", soft_wrap=True)
+    t = Table()  # a title would wrap at the narrow table's width
     for col in ("split", "loss"):
         t.add_column(col)
     for split in ("train", "val", "test"):
