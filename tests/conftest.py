@@ -30,3 +30,11 @@ def small_words(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "words.txt"
     path.write_text("\n".join(load_babynames(2017)[::15]) + "\n", encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts a real browser (the `browser` fixture of test_html.py) is slow: Chromium's start-up and
+    pages rendered for real cost seconds each, so the quick tier leaves them to the full suite."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

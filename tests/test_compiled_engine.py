@@ -93,6 +93,7 @@ def assert_params_close(a, b, tol):
         assert rel_err(b.model.params[k], p) <= tol, (k, rel_err(b.model.params[k], p))
 
 
+@pytest.mark.slow
 def test_wavenet_steps_match_the_manual_engine_and_gradients_match_autograd():
     manual, compiled = engine_pair("wavenet", torch.float32)
     before = {k: p.clone() for k, p in compiled.model.params.items()}

@@ -4,6 +4,7 @@ than the hand-written backward, the histograms by torch.histogram over spans cho
 update:data ratios from the parameters before and after a replayed step."""
 import copy
 import dataclasses
+import shutil
 from importlib import resources
 
 import numpy as np
@@ -236,6 +237,14 @@ def test_the_compiled_engine_records_what_the_manual_engine_records(small_words,
             np.testing.assert_array_equal(comp[k], v, err_msg=k)
 
 
+@pytest.fixture(scope="module")
+def recorded_run(small_words, tmp_path_factory):
+    """One short run that recorded diagnostics, for the cases below to copy and edit."""
+    out = tmp_path_factory.mktemp("recorded") / "run"
+    train(config(small_words, steps=4, diagnostics_every=2), out)
+    return out
+
+
 def diagnostics_of(payload):
     return payload["diagnostics"]
 
@@ -250,8 +259,8 @@ def diagnostics_of(payload):
     lambda p: diagnostics_of(p)["columns"].update(act_counts=diagnostics_of(p)["columns"]["act_counts"][:, :0]),
     lambda p: diagnostics_of(p)["columns"].update(grad_std=diagnostics_of(p)["columns"]["grad_std"][:1]),
 ])
-def test_edited_diagnostics_in_a_checkpoint_are_one_line(small_words, tmp_path, change):
-    train(config(small_words, steps=4, diagnostics_every=2), tmp_path / "run")
+def test_edited_diagnostics_in_a_checkpoint_are_one_line(recorded_run, tmp_path, change):
+    shutil.copytree(recorded_run, tmp_path / "run")
     path = tmp_path / "run" / "checkpoint.pt"
     payload = torch.load(path, weights_only=True)
     change(payload)
