@@ -4,7 +4,6 @@ Each ends in one line on stderr and exit status 2 (130 for a signal), never a tr
 already written is lost: an existing folder stays as it was, a stopped run keeps its last good checkpoint."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import json
@@ -26,21 +25,13 @@ from ninjagrad import checkpoint as ckpt
 from ninjagrad import train
 from ninjagrad.check.exercises import get_exercise
 from ninjagrad.checkpoint import load_checkpoint
-from ninjagrad.cli import main
 from ninjagrad.data import Vocab, load_corpus, make_splits
 from ninjagrad.engines import ManualEngine
 from ninjagrad.models import MODELS
 from ninjagrad.sample import sample_words
+from tests.test_train import cli
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args):
-    """Run the CLI in this process (a subprocess per call would spend seconds importing torch)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def one_line(r, code: int = 2, *words):
